@@ -1,0 +1,1 @@
+"""The local CRM and ERP stack: install, prepare, serve, seed and inspect both systems."""
