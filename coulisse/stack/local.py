@@ -1,0 +1,110 @@
+"""The whole local stack, BottleCRM and Tryton together: what `coulisse stack ...` runs."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from coulisse.stack.crm import CrmStack
+from coulisse.stack.erp import ErpStack
+from coulisse.stack.errors import StackError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from coulisse.stack.layout import StackLayout
+    from coulisse.stack.settings import StackSettings
+
+
+
+class LocalStack:
+    """Brings both systems up, down, back to their prepared state, and seeds them."""
+
+    def __init__(
+        self,
+        layout: StackLayout,
+        settings: StackSettings,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.crm = CrmStack(layout, settings)
+        self.erp = ErpStack(layout, settings)
+        self.say = say or (lambda _message: None)
+
+    @property
+    def _bootstrap_file(self) -> Any:
+        return self.layout.run_dir / "crm-bootstrap.json"
+
+    def up(self) -> dict[str, Any]:
+        """Install, prepare, copy, start and bootstrap both systems; harmless when they run."""
+        self.layout.ensure_dirs()
+
+        def crm_ready() -> None:
+            if self.crm.ensure_installed():
+                self.say("CRM: installed django-crm 1.35.0 in its Python 3.12 virtualenv")
+            if self.crm.ensure_prepared():
+                self.say("CRM: built the prepared (migrated) database; later runs copy it")
+            if self.crm.ensure_database():
+                self.say(f"CRM: database {self.settings.crm_database} copied from the prepared one")
+
+        def erp_ready() -> None:
+            self.erp.ensure_installed()
+            self.erp.ensure_prepared()
+            self.erp.ensure_database()
+
+        self.say("Preparing BottleCRM and Tryton (the first time takes a few minutes)...")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(crm_ready), pool.submit(erp_ready)]
+            for future in futures:
+                future.result()
+
+        info = self.crm.bootstrap()
+        self._bootstrap_file.write_text(json.dumps(info))
+        if self.crm.start():
+            self.say(f"CRM: serving on {self.settings.crm_url}")
+        fields = self.crm.prepare_custom_fields()
+        if fields.changed:
+            self.say(
+                f"CRM: custom fields created {len(fields.created)}, "
+                f"re-activated {len(fields.reactivated)}"
+            )
+        self.erp.credentials()
+        if self.erp.start():
+            self.say(f"ERP: serving on {self.settings.erp_url}")
+        return self.status()
+
+    def down(self) -> dict[str, bool]:
+        """Stop what `up` started (by PID); data stays."""
+        return {"crm": self.crm.stop(), "erp": self.erp.stop()}
+
+    def reset(self) -> dict[str, Any]:
+        """Stop, throw both databases away, and start again from the prepared ones."""
+        self.down()
+        self.crm.drop_database()
+        self.erp.reset()
+        return self.up()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "stack_home": str(self.layout.home),
+            "env_file": str(self.layout.env_file),
+            "crm": self.crm.status(),
+            "erp": self.erp.status(),
+        }
+
+    def advisor_profile_ids(self) -> list[str]:
+        if not self._bootstrap_file.exists():
+            raise StackError("the CRM was never bootstrapped: run `coulisse stack up` first")
+        info = json.loads(self._bootstrap_file.read_text())
+        return [a["profile_id"] for a in info["advisors"]]
+
+    def won_stage(self) -> str:
+        info = json.loads(self._bootstrap_file.read_text())
+        stages: list[str] = info["won_stages"]
+        if not stages:
+            raise StackError("the CRM's default pipeline has no won stage")
+        return stages[0]
