@@ -1,4 +1,4 @@
-"""The `coulisse` command: the local stack today; sync, status and the review queues as they land."""
+"""The `coulisse` command: the local stack today; sync, status and review queues as they land."""
 
 from __future__ import annotations
 

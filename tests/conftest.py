@@ -51,7 +51,6 @@ def live() -> Iterator[LiveStack]:
 
     layout = StackLayout.from_env()
     stack = LocalStack(layout, StackSettings.load(layout), say=print)
-    stack.down()
     stack.forget_databases()
     stack.up()
     report = seed_stack(stack, clients=SEED_CLIENTS)

@@ -1,7 +1,8 @@
-"""A small HTTP client for BottleCRM's REST API: auth, retries with backoff, errors people can act on."""
+"""An HTTP client for BottleCRM's REST API: auth, retries with backoff, errors people can act on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -118,10 +119,8 @@ class BottleCrmClient:
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * 2 ** (attempt - 1)
         if retry_after:
-            try:
+            with contextlib.suppress(ValueError):
                 delay = max(delay, float(retry_after))
-            except ValueError:
-                pass
         time.sleep(min(delay, 60.0))
 
     @staticmethod

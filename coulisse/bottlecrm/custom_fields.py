@@ -102,9 +102,7 @@ def _name(spec: CustomField) -> str:
 def existing_definitions(client: BottleCrmClient) -> dict[tuple[str, str], dict[str, object]]:
     """The organisation's custom-field definitions by (target model, key), active or not."""
     payload = client.get("custom-fields/", include_counts="false")
-    return {
-        (str(row["target_model"]), str(row["key"])): row for row in payload["definitions"]
-    }
+    return {(str(row["target_model"]), str(row["key"])): row for row in payload["definitions"]}
 
 
 def ensure_custom_fields(

@@ -1,4 +1,4 @@
-"""`coulisse stack ...`: bring the local BottleCRM and Tryton up, down, back, seed and inspect them."""
+"""`coulisse stack ...`: bring the local BottleCRM and Tryton up, down, back; seed, inspect them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local BottleCRM: its virtualenv, prepared database, server process and integration profile."""
+"""The local BottleCRM: its virtualenv, prepared database, server and integration profile."""
 
 from __future__ import annotations
 
@@ -76,12 +76,25 @@ class CrmStack:
         log = self.layout.log_dir / "crm-install.log"
         if self.venv.exists():
             shutil.rmtree(self.venv)
-        run_checked([python, "-m", "venv", str(self.venv)], os.environ, self.layout.root,
-                    "creating the CRM virtualenv", log)
         run_checked(
-            [str(self.venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
-             *CRM_REQUIREMENTS],
-            os.environ, self.layout.root, f"installing {CRM_PACKAGE}", log,
+            [python, "-m", "venv", str(self.venv)],
+            os.environ,
+            self.layout.root,
+            "creating the CRM virtualenv",
+            log,
+        )
+        run_checked(
+            [
+                str(self.venv / "bin" / "pip"),
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                *CRM_REQUIREMENTS,
+            ],
+            os.environ,
+            self.layout.root,
+            f"installing {CRM_PACKAGE}",
+            log,
         )
         self._install_stamp.write_text(wanted)
         return True
@@ -151,9 +164,7 @@ class CrmStack:
                 conn = postgres.connect_admin(self.settings)
                 try:
                     with conn.cursor() as cur:
-                        cur.execute(
-                            f'ALTER DATABASE "{building}" RENAME TO "{self._pg_template}"'
-                        )
+                        cur.execute(f'ALTER DATABASE "{building}" RENAME TO "{self._pg_template}"')
                 finally:
                     conn.close()
                 return True
@@ -201,9 +212,7 @@ class CrmStack:
                 Path(f"{self._sqlite_path}{suffix}").unlink(missing_ok=True)
 
     def _database_name(self) -> str:
-        return (
-            self.settings.crm_database if self.settings.uses_postgres else str(self._sqlite_path)
-        )
+        return self.settings.crm_database if self.settings.uses_postgres else str(self._sqlite_path)
 
     # -- bootstrap -----------------------------------------------------------------------
 
@@ -221,7 +230,7 @@ class CrmStack:
             "token": known,
         }
         env = self._django_env(self._database_name())
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(self.venv / "bin" / "python"), str(SCRIPTS_DIR / "crm_bootstrap.py")],
             input=json.dumps(spec),
             capture_output=True,
@@ -269,11 +278,16 @@ class CrmStack:
             [
                 str(self.venv / "bin" / "gunicorn"),
                 "crm.wsgi:application",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", workers,
-                "--threads", "4",
-                "--timeout", "120",
-                "--access-logfile", "-",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                workers,
+                "--threads",
+                "4",
+                "--timeout",
+                "120",
+                "--access-logfile",
+                "-",
             ],
             self._django_env(self._database_name()),
             self.layout.log_dir,

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from coulisse.stack.seed_data import SeedClient, SeedData, SeedDeal
 
 
-
 @dataclass
 class CrmSeedReport:
     products_created: int = 0
@@ -62,6 +61,7 @@ def existing_accounts(client: BottleCrmClient) -> dict[str, str]:
 def seed_crm(
     client: BottleCrmClient,
     data: SeedData,
+    *,
     advisor_profile_ids: list[str],
     won_stage: str,
     progress: Callable[[str, int], None] | None = None,
@@ -93,26 +93,51 @@ def seed_crm(
     tick("products", len(data.products))
 
     accounts = existing_accounts(client)
-    todo = [(i, c) for i, c in data.crm_clients if c.name.lower() not in accounts]
+    todo = [c for _, c in data.crm_clients if c.name.lower() not in accounts]
 
-    def create_account(item: tuple[int, SeedClient]) -> tuple[int, str | None, str | None]:
-        index, seed_client = item
+    def create_account(seed_client: SeedClient) -> tuple[SeedClient, str | None, str | None]:
         try:
-            account_id = _create_account(client, seed_client, advisor_profile_ids)
-            _create_contact(client, seed_client, account_id, advisor_profile_ids)
+            return seed_client, _create_account(client, seed_client, advisor_profile_ids), None
         except CrmApiError as exc:
-            return index, None, f"{seed_client.name}: {exc}"
-        return index, account_id, None
+            return seed_client, None, f"{seed_client.name}: {exc}"
 
-    for index, account_id, error in _parallel(create_account, todo, workers, tick, "accounts"):
+    for seed_client, account_id, error in _parallel(
+        create_account, todo, workers, tick, "accounts"
+    ):
         if error:
             report.errors.append(error)
         elif account_id:
-            accounts[data.clients[index].name.lower()] = account_id
+            accounts[seed_client.name.lower()] = account_id
             report.accounts_created += 1
+
+    emails = {
+        str(row["email"]).lower()
+        for row in _list_all(client, "contacts/", "results")
+        if row["email"]
+    }
+    missing = [
+        (c, accounts[c.name.lower()])
+        for _, c in data.crm_clients
+        if c.email.lower() not in emails and c.name.lower() in accounts
+    ]
+
+    def create_contact(item: tuple[SeedClient, str]) -> str | None:
+        seed_client, account_id = item
+        try:
+            _create_contact(client, seed_client, account_id, advisor_profile_ids)
+        except CrmApiError as exc:
+            return f"{seed_client.name}'s contact: {exc}"
+        return None
+
+    for error in _parallel(create_contact, missing, workers, tick, "contacts"):
+        if error:
+            report.errors.append(error)
+        else:
             report.contacts_created += 1
 
-    deals = {str(row["name"]).lower() for row in _list_all(client, "opportunities/", "opportunities")}
+    deals = {
+        str(row["name"]).lower() for row in _list_all(client, "opportunities/", "opportunities")
+    }
     pending = [d for d in data.deals if d.name.lower() not in deals]
 
     def create_deal(deal: SeedDeal) -> tuple[bool, str | None]:
@@ -120,7 +145,15 @@ def seed_crm(
         if account_id is None:
             return False, f"{deal.name}: its account was not created"
         try:
-            _create_deal(client, deal, account_id, products, advisor_profile_ids, won_stage, data)
+            _create_deal(
+                client,
+                deal,
+                account_id=account_id,
+                products=products,
+                advisors=advisor_profile_ids,
+                won_stage=won_stage,
+                data=data,
+            )
         except CrmApiError as exc:
             return False, f"{deal.name}: {exc}"
         return deal.won, None
@@ -187,6 +220,7 @@ def _create_contact(
 def _create_deal(
     client: BottleCrmClient,
     deal: SeedDeal,
+    *,
     account_id: str,
     products: dict[str, str],
     advisors: list[str],

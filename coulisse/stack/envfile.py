@@ -33,7 +33,9 @@ def update_env_file(path: Path, updates: Mapping[str, str]) -> None:
     pending = dict(updates)
     out: list[str] = []
     for raw in lines:
-        key = raw.split("=", 1)[0].strip() if "=" in raw and not raw.lstrip().startswith("#") else ""
+        key = (
+            raw.split("=", 1)[0].strip() if "=" in raw and not raw.lstrip().startswith("#") else ""
+        )
         if key in pending:
             out.append(f"{key}={pending.pop(key)}")
         else:

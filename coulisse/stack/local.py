@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from coulisse.stack.settings import StackSettings
 
 
-
 class LocalStack:
     """Brings both systems up, down, back to their prepared state, and seeds them."""
 
@@ -72,7 +71,8 @@ class LocalStack:
                 f"re-activated {len(fields.reactivated)}"
             )
         self.erp.credentials()
-        if self.erp.start():
+        if not self.erp.is_running():
+            self.erp.start()
             self.say(f"ERP: serving on {self.settings.erp_url}")
         return self.status()
 
@@ -82,10 +82,14 @@ class LocalStack:
 
     def reset(self) -> dict[str, Any]:
         """Stop, throw both databases away, and start again from the prepared ones."""
+        self.forget_databases()
+        return self.up()
+
+    def forget_databases(self) -> None:
+        """Stop both systems and drop their databases; the next `up` copies the prepared ones."""
         self.down()
         self.crm.drop_database()
-        self.erp.reset()
-        return self.up()
+        self.erp.drop_database()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -48,11 +48,16 @@ class ManagedProcess:
     log_file: Path
     marker: str  # a string the process's command line contains, checked before any signal
 
+    def _pid_from_file(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def pid(self) -> int | None:
         """The PID of our running process, or None."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        pid = self._pid_from_file()
+        if pid is None:
             return None
         try:
             cmdline = (
@@ -65,14 +70,12 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def start(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path
-    ) -> int:
+    def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
         """Start the process detached from our terminal, logging to ``log_file``."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(  # noqa: S603
+            proc = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
                 env=dict(env),
@@ -111,8 +114,11 @@ class ManagedProcess:
     ) -> None:
         """Poll ``probe`` until it answers True; fail with the log's tail if it never does."""
         deadline = time.monotonic() + timeout
+        started = self._pid_from_file()
         while time.monotonic() < deadline:
-            if not self.is_running():
+            # Liveness by PID, not by command line: right after fork, before exec, the child
+            # still shows our own command line.
+            if started is None or _exited(started):
                 raise StackError(
                     f"{what} exited while starting. Last lines of {self.log_file}:\n"
                     f"{tail(self.log_file)}"
@@ -124,6 +130,15 @@ class ManagedProcess:
             f"{what} did not answer within {timeout:.0f} s. Last lines of {self.log_file}:\n"
             f"{tail(self.log_file)}"
         )
+
+
+def _exited(pid: int) -> bool:
+    """True when ``pid`` has ended (reaping it if it is our child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not os.path.exists(f"/proc/{pid}")  # noqa: PTH110
+    return done == pid
 
 
 def _reap(pid: int) -> None:
@@ -145,7 +160,7 @@ def run_checked(
 ) -> str:
     """Run a set-up command to completion; on failure raise with the tail of its output."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         list(argv), cwd=cwd, env=dict(env), capture_output=True, text=True, check=False
     )
     with log_file.open("a", encoding="utf-8") as log:

@@ -64,6 +64,7 @@ class SeedClient:
     city: str
     country: str
     phone: str
+    phone_e164: str
     email: str
     website: str
     in_crm: bool
@@ -126,31 +127,104 @@ class SeedData:
 
 
 _TRADES = (
-    "Boulangerie", "Pâtisserie", "Menuiserie", "Ébénisterie", "Imprimerie", "Brasserie",
-    "Transports", "Fromagerie", "Librairie", "Quincaillerie", "Charcuterie", "Cave",
-    "Atelier", "Société Nouvelle des Établissements", "Garage", "Pépinières", "Hôtel",
-    "Laboratoires", "Éditions", "Chocolaterie", "Distillerie", "Coopérative",
+    "Boulangerie",
+    "Pâtisserie",
+    "Menuiserie",
+    "Ébénisterie",
+    "Imprimerie",
+    "Brasserie",
+    "Transports",
+    "Fromagerie",
+    "Librairie",
+    "Quincaillerie",
+    "Charcuterie",
+    "Cave",
+    "Atelier",
+    "Société Nouvelle des Établissements",
+    "Garage",
+    "Pépinières",
+    "Hôtel",
+    "Laboratoires",
+    "Éditions",
+    "Chocolaterie",
+    "Distillerie",
+    "Coopérative",
 )
 _SURNAMES = (
-    "Lefèvre", "Durand", "Mercier", "Gauthier", "Rousseau", "Bérénger", "Fontaine", "Chevalier",
-    "Lemaître", "Dupré", "Giraud", "Noël", "Faure", "Hébert", "Perrin", "Séguin", "Boucher",
-    "Lacroix", "Aubert", "Mézière", "Caron", "Benoît", "Réveillère", "Marchand", "Guérin",
+    "Lefèvre",
+    "Durand",
+    "Mercier",
+    "Gauthier",
+    "Rousseau",
+    "Bérénger",
+    "Fontaine",
+    "Chevalier",
+    "Lemaître",
+    "Dupré",
+    "Giraud",
+    "Noël",
+    "Faure",
+    "Hébert",
+    "Perrin",
+    "Séguin",
+    "Boucher",
+    "Lacroix",
+    "Aubert",
+    "Mézière",
+    "Caron",
+    "Benoît",
+    "Réveillère",
+    "Marchand",
+    "Guérin",
 )
 _LEGAL_FORMS = ("SARL", "SAS", "SA", "EURL", "SASU", "& Fils", "Frères", "")
 _FIRST_NAMES = (
-    "Camille", "Léa", "Chloé", "Manon", "Élodie", "Julien", "Théo", "Maxime", "Hélène",
-    "François", "Noémie", "Jérôme", "Agnès", "Loïc", "Gaëlle", "Benoît",
+    "Camille",
+    "Léa",
+    "Chloé",
+    "Manon",
+    "Élodie",
+    "Julien",
+    "Théo",
+    "Maxime",
+    "Hélène",
+    "François",
+    "Noémie",
+    "Jérôme",
+    "Agnès",
+    "Loïc",
+    "Gaëlle",
+    "Benoît",
 )
 _CITIES = (
-    ("75011", "Paris"), ("69002", "Lyon"), ("13001", "Marseille"), ("31000", "Toulouse"),
-    ("44000", "Nantes"), ("33000", "Bordeaux"), ("59000", "Lille"), ("67000", "Strasbourg"),
-    ("35000", "Rennes"), ("21000", "Dijon"), ("06000", "Nice"), ("34000", "Montpellier"),
-    ("37000", "Tours"), ("87000", "Limoges"), ("63000", "Clermont-Ferrand"),
+    ("75011", "Paris"),
+    ("69002", "Lyon"),
+    ("13001", "Marseille"),
+    ("31000", "Toulouse"),
+    ("44000", "Nantes"),
+    ("33000", "Bordeaux"),
+    ("59000", "Lille"),
+    ("67000", "Strasbourg"),
+    ("35000", "Rennes"),
+    ("21000", "Dijon"),
+    ("06000", "Nice"),
+    ("34000", "Montpellier"),
+    ("37000", "Tours"),
+    ("87000", "Limoges"),
+    ("63000", "Clermont-Ferrand"),
 )
 _STREETS = (
-    "rue de la République", "avenue Jean-Jaurès", "place du Marché", "rue Émile-Zola",
-    "boulevard Gambetta", "rue des Écoles", "chemin des Prés", "quai de la Fosse",
-    "rue Pasteur", "allée des Tilleuls", "rue du Faubourg Saint-Honoré",
+    "rue de la République",
+    "avenue Jean-Jaurès",
+    "place du Marché",
+    "rue Émile-Zola",
+    "boulevard Gambetta",
+    "rue des Écoles",
+    "chemin des Prés",
+    "quai de la Fosse",
+    "rue Pasteur",
+    "allée des Tilleuls",
+    "rue du Faubourg Saint-Honoré",
 )
 
 
@@ -201,7 +275,7 @@ def _client(rng: random.Random, index: int, used_names: set[str]) -> SeedClient:
             break
     siren = _siren(rng)
     postal_code, city = rng.choice(_CITIES)
-    phone, _ = _phone(rng)
+    phone, phone_e164 = _phone(rng)
     domain = _slug(name.split(" ")[1] if " " in name else name) + f"-{index}.example"
     first = rng.choice(_FIRST_NAMES)
     last = rng.choice(_SURNAMES)
@@ -215,6 +289,7 @@ def _client(rng: random.Random, index: int, used_names: set[str]) -> SeedClient:
         city=city,
         country="FR",
         phone=phone,
+        phone_e164=phone_e164,
         email=f"{_slug(first)}.{_slug(last)}@{domain}",
         website=f"https://www.{domain}",
         in_crm=True,
@@ -243,22 +318,39 @@ def _replace(client: SeedClient, **changes: object) -> SeedClient:
     return replace(client, **changes)  # type: ignore[arg-type]
 
 
-def _near_duplicate(rng: random.Random, original: SeedClient, index: int) -> SeedClient:
-    """The same company typed again by another advisor: other case, accents or legal form."""
+def _near_duplicate(
+    rng: random.Random, original: SeedClient, index: int, used: set[str]
+) -> SeedClient:
+    """The same company typed again by another advisor, with another contact person.
+
+    The name differs only by case, accents or legal form (the CRM refuses exact duplicates,
+    ignoring case), the postcode is the same: a probable duplicate, never a certain one.
+    """
     base = original.name
     for form in _LEGAL_FORMS:
         if form and base.endswith(f" {form}"):
             base = base[: -len(form) - 1]
             break
-    variant = rng.choice(
-        (base.upper(), f"{base} SAS", f"{base} S.A.R.L.", base.replace("é", "e").replace("É", "E"))
-    )
-    if variant.lower() == original.name.lower():
-        variant = f"{base} (agence)"
+    variants = [
+        base.upper(),
+        f"{base} SAS",
+        f"{base} S.A.R.L.",
+        base.replace("é", "e").replace("É", "E").replace("è", "e"),
+        f"{base} (agence)",
+        f"{base} (siège)",
+    ]
+    rng.shuffle(variants)
+    variant = next((v for v in variants if v.lower() not in used), f"{base} ({index})")
+    used.add(variant.lower())
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_SURNAMES)
+    domain = original.email.split("@", 1)[1]
     return _replace(
         original,
         key=f"C{index + 1:05d}",
         name=variant,
+        contact_first_name=first,
+        contact_last_name=last,
+        email=f"{_slug(first)}.{_slug(last)}.{index}@{domain}",
         vat=None,
         siren=None,
         in_erp=False,
@@ -267,9 +359,9 @@ def _near_duplicate(rng: random.Random, original: SeedClient, index: int) -> See
     )
 
 
-def _lines(rng: random.Random, catalogue: tuple[SeedProduct, ...], with_discount: bool) -> tuple[
-    SeedLine, ...
-]:
+def _lines(
+    rng: random.Random, catalogue: tuple[SeedProduct, ...], with_discount: bool
+) -> tuple[SeedLine, ...]:
     chosen = rng.sample(catalogue, k=min(len(catalogue), rng.randint(1, 3)))
     return tuple(
         SeedLine(
@@ -282,8 +374,41 @@ def _lines(rng: random.Random, catalogue: tuple[SeedProduct, ...], with_discount
     )
 
 
+# BottleCRM itself refuses malformed emails and unknown countries, so the defects a CRM can
+# really hold are in what it stores as free text: VAT and SIREN (custom fields), phones.
+_DEFECTS: tuple[Defect, ...] = ("bad_vat", "bad_siren", "bad_phone")
+
+
+def _pick_client(
+    rng: random.Random, index: int, used: set[str], people: list[SeedClient]
+) -> SeedClient:
+    """The ``index``-th client: where it lives on the first day follows a 20-client cycle."""
+    roll = index % 20
+    if roll in {1, 6, 11, 16, 19}:  # 25 %: in both systems, same identifiers
+        client = _client(rng, index, used)
+        # The ERP stores phones in international form (Tryton rewrites them).
+        return _replace(client, in_erp=True, erp_phone=client.phone_e164)
+    if roll in {3, 8, 13, 17}:  # 20 %: ERP only
+        return _replace(_client(rng, index, used), in_crm=False, in_erp=True)
+    if roll in {9, 18}:  # a near-duplicate of an earlier, clean CRM client
+        originals = [c for c in people if c.in_crm and c.duplicate_of is None and not c.defects]
+        if originals:
+            return _near_duplicate(rng, rng.choice(originals), index, used)
+    if roll in {4, 14, 15}:  # CRM only, with a defect a clerk must fix
+        defect = _DEFECTS[sum(1 for c in people if c.defects) % len(_DEFECTS)]
+        return _with_defect(_client(rng, index, used), defect)
+    return _client(rng, index, used)
+
+
 _INVOICE_STATES: tuple[InvoiceState, ...] = (
-    "posted", "paid", "partially_paid", "overdue", "draft", "posted", "paid", "cancelled",
+    "posted",
+    "paid",
+    "partially_paid",
+    "overdue",
+    "draft",
+    "posted",
+    "paid",
+    "cancelled",
 )
 
 
@@ -310,31 +435,8 @@ def build_seed_data(
     rng = random.Random(seed)
     used: set[str] = set()
     people: list[SeedClient] = []
-    # BottleCRM itself refuses malformed emails and unknown countries, so the defects a CRM can
-    # really hold are in what it stores as free text: VAT and SIREN (custom fields), phones.
-    defects: tuple[Defect, ...] = ("bad_vat", "bad_siren", "bad_phone")
-    defect_turn = 0
     for index in range(clients):
-        roll = index % 20
-        if roll in {1, 6, 11, 16, 19}:  # 25 %: in both systems, same identifiers
-            base = _client(rng, index, used)
-            _, e164 = _phone(rng)
-            client = _replace(base, in_erp=True, erp_phone=e164)
-        elif roll in {3, 8, 13, 17}:  # 20 %: ERP only
-            client = _replace(_client(rng, index, used), in_crm=False, in_erp=True)
-        elif roll in {9, 18} and people:  # near-duplicate of an earlier CRM client
-            originals = [
-                c for c in people if c.in_crm and c.duplicate_of is None and not c.defects
-            ]
-            client = _near_duplicate(rng, rng.choice(originals), index) if originals else (
-                _client(rng, index, used)
-            )
-        elif roll in {4, 14, 15}:  # CRM only, with a defect a clerk must fix
-            client = _with_defect(_client(rng, index, used), defects[defect_turn % len(defects)])
-            defect_turn += 1
-        else:
-            client = _client(rng, index, used)
-        people.append(client)
+        people.append(_pick_client(rng, index, used, people))
 
     deals: list[SeedDeal] = []
     for index, client in enumerate(people):

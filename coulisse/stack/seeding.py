@@ -64,8 +64,8 @@ def seed_stack(
     crm_report = seed_crm(
         stack.crm.client(),
         data,
-        stack.advisor_profile_ids(),
-        stack.won_stage(),
+        advisor_profile_ids=stack.advisor_profile_ids(),
+        won_stage=stack.won_stage(),
         progress=progress,
     )
     if crm_report.errors:

@@ -1,4 +1,4 @@
-"""Settings of one local stack instance: ports, database server, names; read from the environment."""
+"""Settings of one local stack: ports, database server, names; read from the environment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The local stack as a user meets it: real HTTP to the live BottleCRM and Tryton of the test stack."""
+"""The local stack as a user meets it: real HTTP to the test stack's live BottleCRM and Tryton."""
 
 from __future__ import annotations
 
@@ -217,7 +217,8 @@ def test_down_then_up_keeps_data(live: LiveStack):
     before = stack.status()
     stopped = stack.down()
     assert stopped == {"crm": True, "erp": True}
-    assert not stack.crm.is_running() and not stack.erp.is_running()
+    assert not stack.crm.is_running()
+    assert not stack.erp.is_running()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stack.settings.crm_url}/api/", timeout=2)
     assert stack.down() == {"crm": False, "erp": False}
@@ -236,7 +237,8 @@ def test_status_json_for_scripts(live: LiveStack):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["crm"]["running"] and report["erp"]["credentials_ok"]
+    assert report["crm"]["running"]
+    assert report["erp"]["credentials_ok"]
     token = read_env_file(live.stack.layout.env_file)["BOTTLECRM_API_TOKEN"]
     assert token.startswith("bcrm_pat_")
     assert token not in result.stdout + result.stderr, "secrets are never printed"

@@ -77,7 +77,9 @@ def test_seed_data_is_deterministic_and_covers_the_first_day():
     crm_only = [c for c in data.clients if c.in_crm and not c.in_erp]
     erp_only = [c for c in data.clients if c.in_erp and not c.in_crm]
     both = [c for c in data.clients if c.in_crm and c.in_erp]
-    assert crm_only and erp_only and both
+    assert crm_only
+    assert erp_only
+    assert both
     # Accents in names, phones in several formats, broken identifiers, near-duplicates.
     assert any(ch in "éèêàçôÉ" for c in data.clients for ch in c.name)
     assert len({c.phone[:3] for c in data.clients}) >= 3
@@ -86,15 +88,18 @@ def test_seed_data_is_deterministic_and_covers_the_first_day():
     assert any(c.duplicate_of for c in crm_only)
     # Whatever reaches the ERP holds valid identifiers (Tryton refuses invalid ones).
     for client in [*erp_only, *both]:
-        assert client.vat and tva.is_valid(client.vat)
-        assert client.siren and siren_number.is_valid(client.siren)
+        assert client.vat
+        assert tva.is_valid(client.vat)
+        assert client.siren
+        assert siren_number.is_valid(client.siren)
     states = {invoice.state for invoice in data.invoices}
     assert states == {"draft", "posted", "partially_paid", "paid", "overdue", "cancelled"}
     for invoice in data.invoices:
         assert data.clients[invoice.client_index].in_erp
         if invoice.state == "overdue":
             assert invoice.due_date < today
-    assert any(d.won for d in data.deals) and any(not d.won for d in data.deals)
+    assert any(d.won for d in data.deals)
+    assert any(not d.won for d in data.deals)
     assert all(isinstance(line.unit_price, Decimal) for d in data.deals for line in d.lines)
 
 
