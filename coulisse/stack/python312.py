@@ -12,7 +12,7 @@ from coulisse.stack.errors import StackError
 
 def _works(candidate: str) -> bool:
     try:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [candidate, "-c", "import sys, venv; print(sys.version_info[:2] >= (3, 12))"],
             capture_output=True,
             text=True,

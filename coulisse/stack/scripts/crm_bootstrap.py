@@ -21,9 +21,8 @@ import django
 
 django.setup()
 
-from django.db import transaction  # noqa: E402
-
 from common.models import Org, PersonalAccessToken, Profile, User  # noqa: E402
+from django.db import transaction  # noqa: E402
 from opportunity.models import DealPipeline  # noqa: E402
 
 TOKEN_NAME = "coulisse-integration"
@@ -61,9 +60,7 @@ def main():
             },
         )
         integration = ensure_profile(org, spec["integration_email"], "Coulisse", "ADMIN")
-        advisors = [
-            ensure_profile(org, a["email"], a["name"], "USER") for a in spec["advisors"]
-        ]
+        advisors = [ensure_profile(org, a["email"], a["name"], "USER") for a in spec["advisors"]]
         pipeline = DealPipeline.default_for(org)
         won_stages = [s.code for s in pipeline.stages.all() if s.kind == "won"]
 
@@ -88,9 +85,7 @@ def main():
         {
             "org_id": str(org.id),
             "integration_profile_id": str(integration.id),
-            "advisors": [
-                {"email": p.user.email, "profile_id": str(p.id)} for p in advisors
-            ],
+            "advisors": [{"email": p.user.email, "profile_id": str(p.id)} for p in advisors],
             "won_stages": won_stages,
             "token": raw,
         },
