@@ -1,0 +1,1 @@
+"""tap-bottlecrm: BottleCRM's accounts as Coulisse's canonical streams."""
