@@ -18,3 +18,7 @@ app.add_typer(stack_app, name="stack")
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

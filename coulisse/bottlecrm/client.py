@@ -25,10 +25,16 @@ class CrmApiError(RuntimeError):
         self.status = status
         self.detail = detail
         hint = {
-            401: " Check BOTTLECRM_API_TOKEN (run `coulisse stack up` to mint a fresh one).",
-            403: " The token lacks a scope or the profile lacks a role for this.",
+            401: " Check BOTTLECRM_API_TOKEN (`coulisse stack up` mints a fresh one locally).",
+            403: (
+                " Either BOTTLECRM_API_TOKEN is not a live token of an active org-admin profile"
+                " (BottleCRM then says an organisation context is required), or it lacks the"
+                " scope named above."
+            ),
         }.get(status, "")
-        super().__init__(f"BottleCRM {method} {path} answered {status}: {detail}.{hint}")
+        super().__init__(
+            f"BottleCRM {method} {path} answered {status}: {detail.rstrip('.')}.{hint}"
+        )
 
 
 class CrmUnavailableError(RuntimeError):

@@ -113,7 +113,7 @@ def status(
     except StackError as exc:
         raise _fail(exc) from exc
     if as_json:
-        out.print_json(json.dumps(report))
+        typer.echo(json.dumps(report, indent=2))
     else:
         _print_status(report)
     healthy = all(report[k]["running"] and report[k]["credentials_ok"] for k in ("crm", "erp"))
@@ -141,4 +141,4 @@ def seed(
         report = seed_stack(_stack(), clients=clients, random_seed=random_seed, console=console)
     except StackError as exc:
         raise _fail(exc) from exc
-    out.print_json(json.dumps(report, default=str))
+    typer.echo(json.dumps(report, indent=2, default=str))

@@ -50,9 +50,12 @@ class LocalStack:
                 self.say(f"CRM: database {self.settings.crm_database} copied from the prepared one")
 
         def erp_ready() -> None:
-            self.erp.ensure_installed()
-            self.erp.ensure_prepared()
-            self.erp.ensure_database()
+            if self.erp.ensure_installed():
+                self.say("ERP: installed Tryton 8.2 and its modules in their virtualenv")
+            if self.erp.ensure_prepared():
+                self.say("ERP: built the prepared database (company, chart, taxes, catalogue)")
+            if self.erp.ensure_database():
+                self.say(f"ERP: database {self.settings.erp_database} ready")
 
         self.say("Preparing BottleCRM and Tryton (the first time takes a few minutes)...")
         with ThreadPoolExecutor(max_workers=2) as pool:

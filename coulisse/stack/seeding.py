@@ -23,11 +23,14 @@ def erp_catalogue(stack: LocalStack) -> list[SeedProduct]:
     rows = stack.erp.client().search_read(
         "product.product",
         [("salable", "=", True), ("code", "!=", None)],
-        ["code", "name", "list_price"],
+        # list_price is empty on variants in Tryton 8.2: list_price_used is the template's.
+        ["code", "name", "list_price_used"],
         order=[("code", "ASC")],
     )
     return [
-        SeedProduct(code=str(r["code"]), name=str(r["name"]), unit_price=Decimal(r["list_price"]))
+        SeedProduct(
+            code=str(r["code"]), name=str(r["name"]), unit_price=Decimal(r["list_price_used"])
+        )
         for r in rows
     ]
 

@@ -47,7 +47,8 @@ _StandardTests = get_tap_test_class(
 @pytest.mark.live
 class TestTapBottleCRMStandard(_StandardTests):  # type: ignore[misc, valid-type]
     @pytest.fixture(scope="class")
-    def runner(self, live: LiveStack) -> TapTestRunner:
+    @classmethod
+    def runner(cls, live: LiveStack) -> TapTestRunner:
         runner = TapTestRunner(tap_class=TapBottleCRM, config=live_config(live))
         runner.sync_all()
         return runner
@@ -103,7 +104,7 @@ def test_a_429_storm_is_waited_out_honouring_retry_after():
     responses.get(url, json=_page([ACCOUNT]))
     records = run_tap({"api_url": "http://crm.test", "api_token": "t"})
     assert [r["crm_id"] for r in records] == ["a1"]
-    assert len([c for c in responses.calls if c.request.url.startswith(url)]) == 4
+    assert len([c for c in responses.calls if str(c.request.url).startswith(url)]) == 4
 
 
 @responses.activate

@@ -66,10 +66,8 @@ class ClientsStream(BottleCrmStream):
                 self.logger.info("account %s no longer exists in BottleCRM", account_id)
                 continue
             self.validate_response(response)
-            row = response.json(parse_float=decimal.Decimal)["account_obj"]
-            processed = self.post_process(row, context)
-            if processed is not None:
-                yield processed
+            # The SDK runs post_process on what this yields.
+            yield response.json(parse_float=decimal.Decimal)["account_obj"]
 
     def primary_contacts(self) -> dict[str, dict[str, Any]]:
         """The first contact of each account (by creation), read once per run."""
