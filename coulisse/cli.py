@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from coulisse.planner.cli import plan
 from coulisse.stack.cli import app as stack_app
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
+app.command("plan")(plan)
 
 
 def main() -> None:
