@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     from coulisse.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
+# Several suites may run side by side (two developers' branches, a helper): each names its own
+# stack with COULISSE_TEST_STACK (databases, folder) and COULISSE_TEST_PORTS ("crm,erp").
+_NAME = os.environ.get("COULISSE_TEST_STACK", "coulisse_test")
+_CRM_PORT, _ERP_PORT = os.environ.get("COULISSE_TEST_PORTS", "8620,8630").split(",")
 TEST_STACK_ENV = {
-    "COULISSE_STACK_HOME": str(ROOT / ".stack" / "test"),
-    "COULISSE_ENV_FILE": str(ROOT / ".stack" / "test" / ".env"),
-    "COULISSE_STACK_NAME": "coulisse_test",
-    "COULISSE_CRM_PORT": "8620",
-    "COULISSE_ERP_PORT": "8630",
+    "COULISSE_STACK_HOME": str(ROOT / ".stack" / _NAME),
+    "COULISSE_ENV_FILE": str(ROOT / ".stack" / _NAME / ".env"),
+    "COULISSE_STACK_NAME": _NAME,
+    "COULISSE_CRM_PORT": _CRM_PORT,
+    "COULISSE_ERP_PORT": _ERP_PORT,
     "COULISSE_STACK_DATABASE_URL": os.environ.get(
         "COULISSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432"
     ),

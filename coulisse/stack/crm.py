@@ -16,7 +16,7 @@ from coulisse.bottlecrm.custom_fields import CustomFieldReport, ensure_custom_fi
 from coulisse.stack import postgres
 from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
-from coulisse.stack.locks import file_lock
+from coulisse.stack.locks import prepare_lock
 from coulisse.stack.process import ManagedProcess, http_answers, port_in_use, run_checked
 from coulisse.stack.python312 import find_python312
 
@@ -153,7 +153,7 @@ class CrmStack:
     def ensure_prepared(self) -> bool:
         """Build the migrated database once (about 2 minutes); True when it was built now."""
         self.layout.ensure_dirs()
-        with file_lock(self.layout.cache_dir / "crm-prepare.lock"):
+        with prepare_lock(self.layout, self.settings, "crm"):
             if self.settings.uses_postgres:
                 if postgres.database_exists(self.settings, self._pg_template):
                     return False

@@ -22,7 +22,7 @@ import requests
 from coulisse.stack import postgres
 from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
-from coulisse.stack.locks import file_lock
+from coulisse.stack.locks import prepare_lock
 from coulisse.stack.process import ManagedProcess, port_in_use, run_checked
 from coulisse.tryton.rpc import TrytonClient, TrytonError
 
@@ -248,7 +248,7 @@ class ErpStack:
     def ensure_prepared(self) -> bool:
         """Build the prepared database once (about a minute); True when it was built now."""
         self.layout.ensure_dirs()
-        with file_lock(self.layout.cache_dir / "erp-prepare.lock"):
+        with prepare_lock(self.layout, self.settings, "erp"):
             if self.prepared_exists():
                 return False
             if self.settings.uses_postgres:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import fcntl
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
+
+from coulisse.stack import postgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from coulisse.stack.layout import StackLayout
+    from coulisse.stack.settings import StackSettings
 
 
 @contextmanager
@@ -21,3 +26,15 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def prepare_lock(layout: StackLayout, settings: StackSettings, system: str) -> Iterator[None]:
+    """Serialise the building of ``system``'s prepared database, across checkouts too."""
+    shared = (
+        postgres.advisory_lock(settings, f"coulisse-prepare-{system}")
+        if settings.uses_postgres
+        else nullcontext()
+    )
+    with file_lock(layout.cache_dir / f"{system}-prepare.lock"), shared:
+        yield

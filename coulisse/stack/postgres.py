@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import psycopg2
@@ -10,6 +12,8 @@ from psycopg2 import sql
 from coulisse.stack.errors import StackError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from psycopg2.extensions import connection
 
     from coulisse.stack.settings import StackSettings
@@ -75,3 +79,20 @@ def create_database(settings: StackSettings, name: str, template: str | None = N
                 )
     finally:
         conn.close()
+
+
+@contextmanager
+def advisory_lock(settings: StackSettings, name: str) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock named ``name`` for the block.
+
+    Prepared (template) databases are shared by every checkout that uses the same server, so
+    a file lock in one checkout cannot stop another from building the same template at once.
+    """
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    conn = connect_admin(settings)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+        yield
+    finally:
+        conn.close()  # ends the session, which releases the lock
