@@ -1,4 +1,4 @@
-"""meltano.yml as an integration engineer uses it: `meltano run observe-crm` on the live test CRM."""
+"""meltano.yml as an integration engineer uses it: `meltano run observe-crm` on the live CRM."""
 
 from __future__ import annotations
 
