@@ -20,8 +20,10 @@ help:
 $(INSTALLED): pyproject.toml $(PLUGINS)
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+ or run make PYTHON=python3.12"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	@echo "Installing Coulisse and its plugins into $(VENV) (log: $(VENV)/install.log)..."
+	@{ $(BIN)/pip install --disable-pip-version-check -q --upgrade pip && \
+	   $(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p))); \
+	 } > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	touch $@
 
 venv: $(INSTALLED)

@@ -1,8 +1,12 @@
-"""The `coulisse` command: the local stack today; sync, status and review queues as they land."""
+"""The `coulisse` command: the local stack, planning and syncing; more operator commands to come."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
+from rich.console import Console
 
 from coulisse.planner.cli import plan
 from coulisse.stack.cli import app as stack_app
@@ -10,12 +14,68 @@ from coulisse.stack.cli import app as stack_app
 app = typer.Typer(
     help=(
         "Coulisse keeps a CRM (BottleCRM) and an accounting ERP (Tryton) in step, both ways: "
-        "clients, orders, invoices and the product catalogue."
+        "clients, orders, invoices and the product catalogue. Settings come from the "
+        "environment and the git-ignored .env; plugins, jobs and the merge policy from "
+        "meltano.yml."
     ),
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
 app.command("plan")(plan)
+console = Console(stderr=True)
+
+
+@app.command()
+def sync(
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated entities to sync (clients today; products, orders and "
+            "invoices as their connectors land). Default: everything supported."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Observe both systems and print the plan; write nothing to either system.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Observe the CRM and the ERP into the ledger, plan, then apply to each system.
+
+    Holds the ledger's run lock for the whole run: a second sync started meanwhile stops at
+    once with the holder's name. Exit code 1 when a step fails (its log's tail is printed),
+    2 when another sync holds the lock.
+    """
+    from coulisse.ledger import LockBusyError
+    from coulisse.planner.cli import _print_summary
+    from coulisse.project import ConfigError
+    from coulisse.sync import SyncStepError, parse_only
+    from coulisse.sync import sync as run_sync
+
+    try:
+        entities = parse_only(only)
+        result = run_sync(entities, dry_run=dry_run, say=lambda m: console.print(f"  {m}"))
+    except ConfigError as exc:
+        console.print(f"[bold red]configuration:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    except SyncStepError as exc:
+        console.print(f"[bold red]sync failed:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    except LockBusyError as exc:
+        console.print(f"[yellow]not syncing:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    if result.plan is not None:
+        _print_summary(result.plan, Console())
+    for step in result.steps:
+        console.print(f"  {step['step']}: {step['seconds']} s")
+    for side, count in result.applied.items():
+        console.print(f"  applied to the {side.upper()}: {count} write(s)")
 
 
 def main() -> None:

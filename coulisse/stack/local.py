@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from coulisse.stack import postgres
 from coulisse.stack.crm import CrmStack
+from coulisse.stack.envfile import update_env_file
 from coulisse.stack.erp import ErpStack
 from coulisse.stack.errors import StackError
 
@@ -74,6 +76,7 @@ class LocalStack:
                 f"re-activated {len(fields.reactivated)}"
             )
         self.erp.credentials()
+        self.ensure_sync_databases()
         if not self.erp.is_running():
             self.erp.start()
             self.say(f"ERP: serving on {self.settings.erp_url}")
@@ -89,10 +92,47 @@ class LocalStack:
         return self.up()
 
     def forget_databases(self) -> None:
-        """Stop both systems and drop their databases; the next `up` copies the prepared ones."""
+        """Stop both systems and drop their databases, the ledger and Meltano's state too.
+
+        The next `up` copies the prepared databases and starts a new, empty ledger.
+        """
         self.down()
         self.crm.drop_database()
         self.erp.drop_database()
+        if self.settings.uses_postgres:
+            for name in self._sync_database_names():
+                postgres.drop_database(self.settings, name)
+        else:
+            for path in (
+                self.layout.data_dir / "ledger.sqlite",
+                self.layout.data_dir / "meltano.db",
+            ):
+                path.unlink(missing_ok=True)
+
+    def _sync_database_names(self) -> tuple[str, str]:
+        return f"{self.settings.name}_ledger", f"{self.settings.name}_meltano"
+
+    def ensure_sync_databases(self) -> dict[str, str]:
+        """The ledger and Meltano's system database (its state) for this stack, in the env file.
+
+        On PostgreSQL (the production configuration) both are databases of that server; on
+        SQLite, files in the stack's data folder.
+        """
+        if self.settings.uses_postgres:
+            host, port, user, password = self.settings.pg_parts()
+            auth = f"{user}:{password}@" if password else f"{user}@"
+            urls = []
+            for name in self._sync_database_names():
+                if not postgres.database_exists(self.settings, name):
+                    postgres.create_database(self.settings, name)
+                urls.append(f"postgresql://{auth}{host}:{port}/{name}")
+            ledger, meltano = urls
+        else:
+            ledger = f"sqlite:///{self.layout.data_dir / 'ledger.sqlite'}"
+            meltano = f"sqlite:///{self.layout.data_dir / 'meltano.db'}"
+        values = {"COULISSE_LEDGER_URL": ledger, "MELTANO_DATABASE_URI": meltano}
+        update_env_file(self.layout.env_file, values)
+        return values
 
     def status(self) -> dict[str, Any]:
         return {
