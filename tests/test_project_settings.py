@@ -22,7 +22,7 @@ def test_only_names_what_is_wrong():
 
 
 def test_missing_ledger_url_says_how_to_set_it():
-    with pytest.raises(ConfigError, match="COULISSE_LEDGER_URL is not set.*coulisse stack up"):
+    with pytest.raises(ConfigError, match=r"COULISSE_LEDGER_URL is not set.*coulisse stack up"):
         ledger_url({})
     assert ledger_url({"COULISSE_LEDGER_URL": "sqlite:///x.db"}) == "sqlite:///x.db"
 
