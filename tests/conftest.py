@@ -56,7 +56,9 @@ def live() -> Iterator[LiveStack]:
     layout = StackLayout.from_env()
     stack = LocalStack(layout, StackSettings.load(layout), say=print)
     stack.forget_databases()
-    stack.up()
-    report = seed_stack(stack, clients=SEED_CLIENTS)
-    yield LiveStack(stack=stack, seed_report=report)
-    stack.down()
+    try:
+        stack.up()
+        report = seed_stack(stack, clients=SEED_CLIENTS)
+        yield LiveStack(stack=stack, seed_report=report)
+    finally:
+        stack.down()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 from datetime import date
 from decimal import Decimal
 
@@ -39,6 +40,21 @@ def test_env_file_update_keeps_other_lines_and_stays_private(tmp_path):
     ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_env_file(path)["BOTTLECRM_API_TOKEN"] == "new"
+
+
+def test_env_file_updates_from_parallel_threads_are_all_kept(tmp_path):
+    path = tmp_path / ".env"
+
+    def write(n: int) -> None:
+        for round_ in range(5):
+            update_env_file(path, {f"KEY_{n}": f"value-{n}-{round_}"})
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert read_env_file(path) == {f"KEY_{n}": f"value-{n}-4" for n in range(8)}
 
 
 @pytest.mark.parametrize(
