@@ -39,6 +39,11 @@ os.environ.update(TEST_STACK_ENV)
 SEED_CLIENTS = 40
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end syncs change both systems: they run after every test that reads the seed."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @dataclass
 class LiveStack:
     stack: LocalStack
