@@ -150,3 +150,21 @@ def test_paginator_goes_on_while_either_list_fills_a_page():
     assert not paginator.has_more(_response(_page([ACCOUNT])))
     paginator.advance(_response(full_open))
     assert paginator.current_value == 2
+
+
+@responses.activate
+def test_a_targeted_read_never_claims_to_be_a_full_scan():
+    """ACTIVATE_VERSION after a partial read would make the ledger delete every other client."""
+    responses.get("http://crm.test/api/contacts/", json={"results": []})
+    responses.get("http://crm.test/api/accounts/a1/", json={"account_obj": ACCOUNT})
+    responses.get("http://crm.test/api/accounts/", json=_page([ACCOUNT]))
+    config = {"api_url": "http://crm.test", "api_token": "t"}
+
+    def message_types(extra: dict[str, Any]) -> list[str]:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            TapBottleCRM(config={**config, **extra}, parse_env_config=False).sync_all()
+        return [json.loads(line)["type"] for line in out.getvalue().splitlines() if line]
+
+    assert "ACTIVATE_VERSION" in message_types({})
+    assert "ACTIVATE_VERSION" not in message_types({"account_ids": ["a1"]})

@@ -35,6 +35,13 @@ class ClientsStream(BottleCrmStream):
 
     _contacts: dict[str, dict[str, Any]] | None = None
 
+    @property
+    def emit_activate_version_messages(self) -> bool:
+        """Only a complete scan may tell the ledger that unseen accounts were deleted."""
+        return bool(self.config.get("emit_activate_version_messages", True)) and not (
+            self.config.get("account_ids")
+        )
+
     def get_new_paginator(self) -> BottleCrmPaginator:
         return BottleCrmPaginator(self.page_size, (OPEN, CLOSED))
 

@@ -43,6 +43,16 @@ class TapBottleCRM(Tap):
             ),
         ),
         th.Property(
+            "emit_activate_version_messages",
+            th.BooleanType,
+            default=True,
+            title="Mark full scans",
+            description=(
+                "Send ACTIVATE_VERSION around each full scan, so the ledger can tell which "
+                "accounts were deleted (not sent when account_ids limits the read)."
+            ),
+        ),
+        th.Property(
             "account_ids",
             th.ArrayType(th.StringType),
             title="Only these accounts",

@@ -1,0 +1,1 @@
+"""tap-tryton: Tryton parties as Coulisse's canonical clients, read incrementally over JSON-RPC."""
