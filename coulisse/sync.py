@@ -58,6 +58,8 @@ class SyncResult:
     dry_run: bool
     steps: list[dict[str, Any]] = field(default_factory=list)
     plan: PlanSummary | None = None
+    #: The plan made after reading back what the ERP stored (None when the ERP got no write).
+    settle_plan: PlanSummary | None = None
     applied: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class SyncResult:
             "dry_run": self.dry_run,
             "steps": self.steps,
             "plan": self.plan.to_dict() if self.plan is not None else None,
+            "settle_plan": self.settle_plan.to_dict() if self.settle_plan is not None else None,
             "applied": self.applied,
         }
 
@@ -131,6 +134,27 @@ def run_meltano(blocks: Sequence[str], env: dict[str, str], log_file: Path) -> f
     return time.monotonic() - started
 
 
+def _apply(
+    ledger: Ledger,
+    side: Side,
+    *,
+    env: dict[str, str],
+    log_file: Path,
+    result: SyncResult,
+    tell: Callable[[str], None],
+) -> int:
+    """Apply the pending writes of one system; how many were applied."""
+    pending = ledger.count_operations(side=side, status="pending")
+    if not pending:
+        return 0
+    tell(f"apply: {pending} write(s) to the {side.upper()}")
+    seconds = run_meltano(list(APPLY[side]), env, log_file)
+    result.steps.append({"step": f"apply-{side}", "seconds": round(seconds, 2)})
+    applied = pending - ledger.count_operations(side=side, status="pending")
+    result.applied[side] = result.applied.get(side, 0) + applied
+    return applied
+
+
 def sync(
     entities: Sequence[Entity] = SUPPORTED,
     *,
@@ -161,16 +185,19 @@ def sync(
             result.steps.append({"step": "plan", "seconds": round(time.monotonic() - started, 2)})
             if dry_run:
                 return result
-            for side, pair in APPLY.items():
-                pending = ledger.count_operations(side=side, status="pending")
-                if not pending:
-                    continue
-                tell(f"apply: {pending} write(s) to the {side.upper()}")
-                seconds = run_meltano(list(pair), env, log_file)
-                result.steps.append({"step": f"apply-{side}", "seconds": round(seconds, 2)})
-                result.applied[side] = pending - ledger.count_operations(
-                    side=side, status="pending"
+            if _apply(ledger, "erp", env=env, log_file=log_file, result=result, tell=tell):
+                # What the ERP did with our writes (a new party's client code, its balance)
+                # belongs in the CRM too: read it back now, so the next run has nothing left.
+                tell("observe: reading back what the ERP stored")
+                seconds = run_meltano(list(OBSERVE[1]), env, log_file)
+                result.steps.append({"step": "observe-erp", "seconds": round(seconds, 2)})
+                started = time.monotonic()
+                settled = Planner(ledger, sync_policy()).plan()
+                result.steps.append(
+                    {"step": "plan", "seconds": round(time.monotonic() - started, 2)}
                 )
+                result.settle_plan = settled
+            _apply(ledger, "crm", env=env, log_file=log_file, result=result, tell=tell)
     finally:
         ledger.close()
     return result

@@ -744,7 +744,13 @@ class Planner:
             chunk.events.append(EventItem(source.side, entity, source.key, "unchanged"))
             return
         rules = self._rules(entity, record if source.side == "erp" else None)
-        fields = [name for name, rule in rules.items() if rule.shared or rule.owner == source.side]
+        # A new record carries every value its source has: the other system holds nothing yet
+        # (an ERP-only client still needs its name in the CRM). Ownership decides later changes.
+        fields = [
+            name
+            for name, rule in rules.items()
+            if rule.shared or rule.owner == source.side or record.get(name) is not None
+        ]
         payload = {name: record.get(name) for name in fields}
         refs = self._references(conn, entity, record, target_side)
         if isinstance(refs, str):
