@@ -36,6 +36,34 @@ TEST_STACK_ENV = {
 }
 os.environ.update(TEST_STACK_ENV)
 
+#: Settings the demo's .env holds. Nothing in a test session may take them from the project's
+#: .env (singer-sdk's parse_env_config loads it into os.environ): the live tests would then
+#: talk to the demo's CRM, ERP and ledger instead of their own.
+DEMO_SETTINGS = (
+    "BOTTLECRM_API_URL",
+    "BOTTLECRM_API_TOKEN",
+    "TRYTON_URL",
+    "TRYTON_DATABASE",
+    "TRYTON_USERNAME",
+    "TRYTON_PASSWORD",
+    "TRYTON_APPLICATION_KEY",
+    "TRYTON_ADMIN_PASSWORD",
+    "COULISSE_LEDGER_URL",
+    "MELTANO_DATABASE_URI",
+)
+for _key in DEMO_SETTINGS:
+    os.environ.pop(_key, None)
+
+
+@pytest.fixture(autouse=True)
+def _no_demo_settings_leak() -> Iterator[None]:
+    """Fail the test that loads the project's .env into the environment."""
+    yield
+    leaked = [key for key in DEMO_SETTINGS if key in os.environ]
+    for key in leaked:
+        os.environ.pop(key, None)
+    assert not leaked, f"a test loaded {leaked} into os.environ (parse_env_config=True?)"
+
 SEED_CLIENTS = 40
 
 

@@ -74,6 +74,7 @@ class TestTargetLedgerStandard(
     get_target_test_class(  # type: ignore[misc]
         TargetLedger,
         config={"side": "crm", "ledger_url": f"sqlite:///{_STANDARD_LEDGER}"},
+        parse_env_config=False,  # the project's .env belongs to the demo stack
         include_target_tests=False,
         custom_suites=[suite],
     )

@@ -40,7 +40,9 @@ def run_tap(config: dict[str, Any]) -> list[dict[str, Any]]:
 # The standard suites. The class is built at import time, before the test stack exists, so it
 # gets a placeholder config; the `runner` fixture below swaps in the live one.
 _StandardTests = get_tap_test_class(
-    TapBottleCRM, config={"api_url": "http://127.0.0.1:8620", "api_token": "placeholder"}
+    TapBottleCRM,
+    config={"api_url": "http://127.0.0.1:8620", "api_token": "placeholder"},
+    parse_env_config=False,  # the project's .env belongs to the demo stack, not to tests
 )
 
 

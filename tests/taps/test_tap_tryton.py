@@ -111,6 +111,7 @@ _StandardTests = get_tap_test_class(
         "username": "placeholder",
         "password": "placeholder",
     },
+    parse_env_config=False,  # the project's .env belongs to the demo stack, not to tests
 )
 
 

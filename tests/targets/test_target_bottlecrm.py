@@ -241,6 +241,7 @@ def link_of(ledger: Ledger, erp_id: str) -> str | None:
 TestTargetBottleCRMStandard = get_target_test_class(
     TargetBottleCRM,
     config={"api_url": "http://127.0.0.1:9", "api_token": "bcrm_pat_unused"},
+    parse_env_config=False,  # the project's .env belongs to the demo stack, not to tests
     include_target_tests=False,
     custom_suites=[
         SingerTestSuite(

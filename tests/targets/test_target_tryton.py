@@ -63,6 +63,7 @@ _PLACEHOLDER = {
 TestTargetTrytonStandard = get_target_test_class(
     TargetTryton,
     config=_PLACEHOLDER,
+    parse_env_config=False,  # the project's .env belongs to the demo stack, not to tests
     include_target_tests=False,
     custom_suites=[
         SingerTestSuite(kind="target", tests=[TargetCliPrintsTest, TargetRecordBeforeSchemaTest])

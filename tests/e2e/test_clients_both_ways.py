@@ -1,0 +1,188 @@
+"""Clients both ways through the real CRM and ERP: `coulisse sync` as an operator runs it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from coulisse.ledger import Ledger
+from coulisse.project import ledger_url
+from coulisse.sync import SyncResult, sync
+from coulisse.tryton.references import crm_reference
+
+if TYPE_CHECKING:
+    from coulisse.bottlecrm.client import BottleCrmClient
+    from coulisse.tryton.rpc import TrytonClient
+    from tests.conftest import LiveStack
+
+pytestmark = [pytest.mark.live, pytest.mark.e2e]
+
+
+def _accounts(crm: BottleCrmClient) -> list[dict[str, Any]]:
+    payload = crm.get("accounts/", limit=100000)
+    return [
+        *payload["active_accounts"]["open_accounts"],
+        *payload["closed_accounts"]["close_accounts"],
+    ]
+
+
+def _parties(erp: TrytonClient, domain: list[Any] | None = None) -> list[dict[str, Any]]:
+    return erp.search_read(
+        "party.party",
+        domain or [],
+        ["name", "active", "identifiers", "write_date", "create_date"],
+        context={"active_test": False},
+    )
+
+
+def _identifiers(erp: TrytonClient, party_ids: list[int]) -> list[dict[str, Any]]:
+    return erp.search_read(
+        "party.identifier", [("party", "in", party_ids)], ["party", "type", "code"]
+    )
+
+
+@pytest.fixture(scope="module")
+def first_sync(live: LiveStack) -> SyncResult:
+    """The first day: both systems seeded, nothing linked yet."""
+    return sync(("client",))
+
+
+def test_first_day_links_same_vat_clients_instead_of_duplicating(live: LiveStack, first_sync):
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    names = [a["name"].lower() for a in _accounts(crm)]
+    assert len(names) == len(set(names)), "no account created twice in the CRM"
+    parties = _parties(erp)
+    identifiers = _identifiers(erp, [p["id"] for p in parties])
+    vats = [i["code"] for i in identifiers if i["type"] == "eu_vat"]
+    assert len(vats) == len(set(vats)), "no VAT twice in the ERP: same-VAT clients were linked"
+    assert first_sync.plan is not None
+    assert first_sync.plan.linked > 0
+
+
+def test_valid_crm_clients_reach_the_erp_normalised(live: LiveStack, first_sync):
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    parties = _parties(erp)
+    refs = {
+        i["code"]: i["party"]
+        for i in _identifiers(erp, [p["id"] for p in parties])
+        if i["code"].startswith("bottlecrm:")
+    }
+    created_from_crm = [a for a in _accounts(crm) if crm_reference(a["id"]) in refs]
+    assert created_from_crm, "CRM-only clients were created in the ERP with their reference"
+    phones = erp.search_read(
+        "party.contact_mechanism",
+        [("party", "in", list(refs.values())), ("type", "in", ["phone", "mobile"])],
+        ["value"],
+    )
+    assert phones
+    assert all(p["value"].startswith("+33") for p in phones), "phones in international form"
+
+
+def test_bad_records_wait_in_quarantine_with_a_reason(live: LiveStack, first_sync):
+    ledger = Ledger.open(ledger_url())
+    try:
+        quarantined = ledger.quarantined()
+    finally:
+        ledger.close()
+    texts = " | ".join(q.message for q in quarantined)
+    assert "check digits do not match" in texts
+    erp = live.stack.erp.client()
+    broken = [a for a in _accounts(live.stack.crm.client()) if a["phone"] == "01 23 45"]
+    assert broken
+    refs = [crm_reference(a["id"]) for a in broken]
+    assert not erp.search("party.identifier", [("code", "in", refs)]), "never loaded silently"
+
+
+def test_erp_only_clients_appear_in_the_crm_with_their_status(live: LiveStack, first_sync):
+    crm = live.stack.crm.client()
+    mirrored = [a for a in _accounts(crm) if (a.get("custom_fields") or {}).get("erp_ref")]
+    assert mirrored
+    with_balance = [a for a in mirrored if a["custom_fields"].get("erp_balance_due")]
+    assert with_balance, "ERP-owned status is mirrored on the account"
+    assert all(a["custom_fields"]["erp_balance_due"].endswith(" EUR") for a in with_balance)
+
+
+def test_a_second_run_with_no_change_writes_nothing(live: LiveStack, first_sync):
+    erp = live.stack.erp.client()
+    before = {p["id"]: p["write_date"] for p in _parties(erp)}
+    accounts_before = len(_accounts(live.stack.crm.client()))
+    again = sync(("client",))
+    assert again.applied == {}
+    assert again.plan is not None
+    assert again.plan.sides["crm"].total == 0
+    assert again.plan.sides["erp"].total == 0
+    assert {p["id"]: p["write_date"] for p in _parties(erp)} == before
+    assert len(_accounts(live.stack.crm.client())) == accounts_before
+
+
+def test_changes_flow_both_ways_and_deletes_deactivate(live: LiveStack, first_sync):
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    # A new client typed in the CRM.
+    name = f"Ferronnerie Nouvelle {uuid.uuid4().hex[:6]} SARL"
+    new_id = crm.post(
+        "accounts/",
+        {
+            "name": name,
+            "email": "contact@ferronnerie.example",
+            "phone": "04 72 10 20 30",
+            "address_line": "3 rue Mercière",
+            "postcode": "69002",
+            "city": "Lyon",
+            "country": "FR",
+            "custom_fields": {"vat": "FR40303265045", "siren": "303265045"},
+        },
+    )["id"]
+    # Its invoice address corrected by accounting in the ERP, for a client already linked.
+    linked = next(a for a in _accounts(crm) if (a.get("custom_fields") or {}).get("erp_ref"))
+    party_id = int(linked["custom_fields"]["erp_ref"])
+    (address,) = erp.search_read("party.address", [("party", "=", party_id)], ["id"], limit=1)
+    erp.write("party.address", [address["id"]], {"street": "12 quai Saint-Antoine"})
+    # A client deleted in the CRM.
+    doomed = next(
+        a
+        for a in _accounts(crm)
+        if (a.get("custom_fields") or {}).get("erp_ref") and a["id"] != linked["id"]
+    )
+    crm.delete(f"accounts/{doomed['id']}/")
+
+    result = sync(("client",))
+    assert result.applied.get("erp", 0) >= 2
+
+    created = erp.search("party.identifier", [("code", "=", crm_reference(new_id))])
+    assert len(created) == 1, "the new CRM client exists once in the ERP"
+    account = crm.get(f"accounts/{linked['id']}/")["account_obj"]
+    assert account["address_line"] == "12 quai Saint-Antoine"
+    (gone,) = erp.read("party.party", [int(doomed["custom_fields"]["erp_ref"])], ["active"])
+    assert gone["active"] is False, "a CRM deletion deactivates the ERP client"
+
+
+def test_a_field_changed_on_both_sides_becomes_a_conflict(live: LiveStack, first_sync):
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    linked = {
+        int(a["custom_fields"]["erp_ref"]): a
+        for a in _accounts(crm)
+        if a["is_active"] and (a.get("custom_fields") or {}).get("erp_ref")
+    }
+    addresses = erp.search_read(
+        "party.address", [("party", "in", list(linked))], ["id", "party"], order=[("id", "DESC")]
+    )
+    address = addresses[0]
+    account = linked[address["party"]]
+    crm.patch(f"accounts/{account['id']}/", {"city": "Villeurbanne"})
+    erp.write("party.address", [address["id"]], {"city": "Vénissieux"})
+
+    result = sync(("client",))
+    assert result.plan is not None
+    assert result.plan.conflicts >= 1
+    ledger = Ledger.open(ledger_url())
+    try:
+        conflicts = [c for c in ledger.conflicts() if c.field == "billing_city"]
+    finally:
+        ledger.close()
+    assert conflicts, "the conflict waits for a person"
+    # The manual policy changes neither side.
+    assert crm.get(f"accounts/{account['id']}/")["account_obj"]["city"] == "Villeurbanne"
+    (after,) = erp.read("party.address", [address["id"]], ["city"])
+    assert after["city"] == "Vénissieux"
