@@ -31,10 +31,13 @@ venv: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/coulisse stack up
 	$(BIN)/coulisse stack seed
+	@echo
+	@echo "The main job: sync clients both ways (observe both systems, plan, apply)."
+	$(BIN)/coulisse sync
 	$(BIN)/coulisse stack status
 	@echo
 	@echo "Where to look:"
-	@$(BIN)/python -c "from coulisse.stack.layout import StackLayout as L; from coulisse.stack.settings import StackSettings as S; s=S.load(L.from_env()); print(f'  CRM (BottleCRM):  {s.crm_url}/api/  (OpenAPI: {s.crm_url}/schema/)'); print(f'  ERP (Tryton):     {s.erp_url}/  (JSON-RPC, database {s.erp_database})'); print('  Credentials:      .env (git-ignored)')"
+	@$(BIN)/python -c "from coulisse.stack.layout import StackLayout as L; from coulisse.stack.settings import StackSettings as S; l=L.from_env(); s=S.load(l); print(f'  CRM (BottleCRM):  {s.crm_url}/api/  (OpenAPI: {s.crm_url}/schema/)'); print(f'  ERP (Tryton):     {s.erp_url}/{s.erp_database}/rpc/  (JSON-RPC)'); print('  Credentials:      .env (git-ignored)'); print(f'  Sync log:         {l.home}/logs/sync.log'); print('  Again:            .venv/bin/coulisse sync --dry-run   (or without --dry-run)')"
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
