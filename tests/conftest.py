@@ -64,6 +64,7 @@ def _no_demo_settings_leak() -> Iterator[None]:
         os.environ.pop(key, None)
     assert not leaked, f"a test loaded {leaked} into os.environ (parse_env_config=True?)"
 
+
 SEED_CLIENTS = 40
 
 

@@ -576,8 +576,17 @@ class ErpStack:
         self.layout.ensure_dirs()
         # `-d` loads the database's modules before listening: without it, trytond 8.2 serves
         # the first request from an empty pool and every login fails with KeyError 'res.user'.
+        # `-vv` logs every RPC call with its model, method, duration and abbreviated arguments:
+        # what ops read when a sync misbehaves, and what bench/clients.py counts.
         self.process.start(
-            [self._bin("trytond"), "-c", str(self.config_file), "-d", self.settings.erp_database],
+            [
+                self._bin("trytond"),
+                "-vv",
+                "-c",
+                str(self.config_file),
+                "-d",
+                self.settings.erp_database,
+            ],
             self._script_env(),
             self.layout.home,
         )
