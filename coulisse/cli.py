@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from coulisse.planner.cli import plan
+from coulisse.review_cli import links_app, quarantine_app
 from coulisse.stack.cli import app as stack_app
 
 app = typer.Typer(
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.command("plan")(plan)
+app.add_typer(links_app, name="links")
+app.add_typer(quarantine_app, name="quarantine")
 console = Console(stderr=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -186,3 +187,78 @@ def test_a_field_changed_on_both_sides_becomes_a_conflict(live: LiveStack, first
     assert crm.get(f"accounts/{account['id']}/")["account_obj"]["city"] == "Villeurbanne"
     (after,) = erp.read("party.address", [address["id"]], ["city"])
     assert after["city"] == "Vénissieux"
+
+
+def test_clerks_see_the_quarantine_and_the_review_list(live: LiveStack, first_sync):
+    from typer.testing import CliRunner
+
+    from coulisse.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["quarantine", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert {"vat", "siren", "phone"} <= {row["field"] for row in rows}
+    assert all(row["message"] for row in rows)
+    refused = runner.invoke(app, ["links", "decide", "999999", "--same"])
+    assert refused.exit_code == 1
+    assert "coulisse links review" in refused.output
+
+
+def test_a_probable_duplicate_waits_for_a_person_then_is_linked(live: LiveStack, first_sync):
+    from typer.testing import CliRunner
+
+    from coulisse.cli import app
+
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    tag = uuid.uuid4().hex[:5]
+    # The same bakery typed in both systems, without VAT or SIREN: only name and postcode agree.
+    (france,) = erp.search("country.country", [("code", "=", "FR")])
+    (party_id,) = erp.create(
+        "party.party",
+        [
+            {
+                "name": f"Boulangerie Gérard {tag}",
+                "addresses": [
+                    [
+                        "create",
+                        [
+                            {
+                                "street": "8 rue Neuve",
+                                "postal_code": "69001",
+                                "city": "Lyon",
+                                "country": france,
+                            }
+                        ],
+                    ]
+                ],
+            }
+        ],
+    )
+    account_id = crm.post(
+        "accounts/",
+        {
+            "name": f"BOULANGERIE GERARD {tag} SARL",
+            "postcode": "69001",
+            "city": "Lyon",
+            "country": "FR",
+            "address_line": "8 rue Neuve",
+        },
+    )["id"]
+
+    sync(("client",))
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["links", "review", "--json"]).output)
+    (item,) = [r for r in listed if r["crm_key"] == account_id]
+    assert item["erp_key"] == str(party_id)
+    assert not erp.search("party.identifier", [("code", "=", crm_reference(account_id))]), (
+        "a probable duplicate is never created on the other side while it waits"
+    )
+
+    decided = runner.invoke(app, ["links", "decide", str(item["id"]), "--same"])
+    assert decided.exit_code == 0, decided.output
+    sync(("client",))
+    account = crm.get(f"accounts/{account_id}/")["account_obj"]
+    assert account["custom_fields"].get("erp_ref") == str(party_id)
+    assert len([a for a in _accounts(crm) if tag in a["name"].lower()]) == 1
+    assert len(erp.search("party.party", [("name", "ilike", f"%{tag}%")])) == 1
