@@ -81,6 +81,16 @@ class TargetBottleCRM(Target):
                 "on every page, so few large pages are cheapest."
             ),
         ),
+        th.Property(
+            "parallel_writes",
+            th.IntegerType,
+            default=6,
+            title="Parallel writes",
+            description=(
+                "Updates and deactivations sent at once (creates always go one by one, for the "
+                "CRM's unique-name rule). Keep it at or below the CRM's worker threads."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
