@@ -183,11 +183,11 @@ def main() -> None:
         results["sqlite"] = pipeline(f"sqlite:///{workdir / 'ledger.db'}", files[count], workdir)
         small_run = pipeline(f"sqlite:///{workdir / 'small.db'}", files[small], workdir)
         if not args.no_postgres:
-            url = postgres_database("coulisse_test_ledger_bench")
+            url = postgres_database("coulisse_perf_bench")
             try:
                 results["postgresql"] = pipeline(url, files[count], workdir)
             finally:
-                postgres_database("coulisse_test_ledger_bench", drop_only=True)
+                postgres_database("coulisse_perf_bench", drop_only=True)
 
     print(f"\n{count:,} client records (peak memory at {small:,} records in brackets)\n")
     print(f"{'step':<28}{'records/s':>12}{'seconds':>10}{'peak MB':>10}{'at 1/10':>10}")

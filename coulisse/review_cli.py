@@ -41,28 +41,51 @@ def _plain(rows: list[Any]) -> list[dict[str, Any]]:
 def review(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Probable duplicates (same normalised name and postcode): linked by nobody until decided.
+    """What waits for a person before anything is linked or created.
 
-    Decide each with `coulisse links decide ID --same` (one client: link them) or
-    `--different` (two clients: each is synced on its own from the next run).
+    Probable twins across the systems (same normalised name and postcode): decide each with
+    `coulisse links decide ID --same` (one client: link them) or `--different` (two clients).
+    Duplicates inside one system (two records with one VAT or SIREN): neither is synced until
+    `coulisse links decide-duplicate ID --different` (two clients) or the duplicate is removed
+    in that system (`--same` records that it is one client entered twice).
     """
     ledger = _ledger()
     try:
-        rows = ledger.reviews()
+        twins = ledger.reviews()
+        duplicates = ledger.duplicates()
     finally:
         ledger.close()
     if as_json:
-        typer.echo(json.dumps(_plain(rows), indent=2, default=str))
+        typer.echo(
+            json.dumps(
+                {"twins": _plain(twins), "duplicates": _plain(duplicates)}, indent=2, default=str
+            )
+        )
         return
-    if not rows:
-        console.print("No probable duplicate waits for review.")
+    if not twins and not duplicates:
+        console.print("Nothing waits for review.")
         return
-    table = Table(title=f"{len(rows)} probable duplicate(s) to review")
-    for column in ("id", "entity", "CRM record", "ERP record", "why"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(str(row.id), row.entity, row.crm_key, row.erp_key, row.reason)
-    console.print(table)
+    if twins:
+        table = Table(title=f"{len(twins)} probable twin(s) across the systems")
+        for column in ("id", "entity", "CRM record", "ERP record", "why"):
+            table.add_column(column)
+        for row in twins:
+            table.add_row(str(row.id), row.entity, row.crm_key, row.erp_key, row.reason)
+        console.print(table)
+    if duplicates:
+        table = Table(title=f"{len(duplicates)} duplicate(s) inside one system")
+        for column in ("id", "system", "entity", "record", "same as", "why"):
+            table.add_column(column)
+        for dup in duplicates:
+            table.add_row(
+                str(dup.id),
+                dup.side.upper(),
+                dup.entity,
+                dup.first_key,
+                dup.second_key,
+                dup.reason,
+            )
+        console.print(table)
 
 
 @links_app.command("decide")
@@ -90,6 +113,37 @@ def decide(
     finally:
         ledger.close()
     console.print(f"review {review_id}: {'linked' if same else 'kept apart'}; next sync applies it")
+
+
+@links_app.command("decide-duplicate")
+def decide_duplicate(
+    duplicate_id: Annotated[int, typer.Argument(help="The id shown by `coulisse links review`.")],
+    same: Annotated[
+        bool,
+        typer.Option(
+            "--same/--different",
+            help="--same: one client entered twice (fix it in that system); --different: two "
+            "clients sharing an identifier, both synced from the next run.",
+        ),
+    ],
+) -> None:
+    """Settle two records of one system that share a VAT or SIREN."""
+    from coulisse.ledger import LedgerError
+
+    ledger = _ledger()
+    try:
+        ledger.decide_duplicate(duplicate_id, same=same)
+    except LedgerError as exc:
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {exc}. `coulisse links review` lists the open ones."
+        )
+        raise typer.Exit(code=1) from exc
+    finally:
+        ledger.close()
+    console.print(
+        f"duplicate {duplicate_id}: "
+        + ("one client twice; remove the extra record in its system" if same else "two clients")
+    )
 
 
 @quarantine_app.command("list")

@@ -6,6 +6,7 @@ from coulisse.ledger.codec import content_hash
 from coulisse.ledger.store import (
     DEFAULT_URL,
     Conflict,
+    Duplicate,
     EventItem,
     Ledger,
     LedgerError,
@@ -24,6 +25,7 @@ from coulisse.ledger.store import (
 __all__ = [
     "DEFAULT_URL",
     "Conflict",
+    "Duplicate",
     "EventItem",
     "Ledger",
     "LedgerError",

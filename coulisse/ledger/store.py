@@ -59,6 +59,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def marks(count: int) -> str:
+    """``?, ?, ?`` for an IN list of ``count`` values in plain SQL."""
+    return ", ".join("?" * count)
+
+
 def _chunks(items: Iterable[_T], size: int = _CHUNK) -> Iterator[list[_T]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -182,6 +187,24 @@ class Review:
     entity: Entity
     crm_key: str
     erp_key: str
+    reason: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """Two records of one system that share a VAT or SIREN, waiting for a person to decide.
+
+    Neither is linked nor created in the other system meanwhile (a record already linked
+    carries on). ``same``: one client entered twice, to be fixed in that system; ``distinct``:
+    two clients (two establishments of one company, say), both synchronised as usual.
+    """
+
+    id: int
+    entity: Entity
+    side: Side
+    first_key: str
+    second_key: str
     reason: str
     status: str
 
@@ -444,18 +467,23 @@ class Ledger:
             self.analyze("observed")
         return stats
 
-    def analyze(self, *tables: str) -> None:
+    def analyze(self, *tables: str, conn: Connection | None = None) -> None:
         """Refresh PostgreSQL's statistics after a bulk load.
 
         Without them, it keeps the plans of an empty table and scans every record of a side
-        to find 500 of them.
+        to find 500 of them. Given ``conn``, the statistics are taken inside its transaction,
+        which sees what the transaction wrote (the planner's match keys, before it matches).
         """
         if self.dialect != "postgresql":
             return
-        with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn is not None:
             for table in tables:
                 conn.exec_driver_sql(f"ANALYZE {t.metadata.tables[table].name}")
+            return
+        with self.engine.connect() as own:
+            own.execution_options(isolation_level="AUTOCOMMIT")
+            for table in tables:
+                own.exec_driver_sql(f"ANALYZE {t.metadata.tables[table].name}")
 
     def _insert_many(
         self, conn: Connection, head: str, tail: str, rows: Sequence[tuple[Any, ...]]
@@ -471,6 +499,79 @@ class Ledger:
             return
         marks = ", ".join("?" * len(rows[0]))
         conn.exec_driver_sql(f"{head} VALUES ({marks}) {tail}", list(rows))
+
+    def _insert_returning(
+        self, conn: Connection, head: str, tail: str, rows: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`_insert_many` in one statement whose ``tail`` ends in ``RETURNING ...``."""
+        if not rows:
+            return []
+        if self.dialect == "postgresql":
+            from psycopg2.extras import execute_values
+
+            with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+                found = execute_values(
+                    cursor, f"{head} VALUES %s {tail}", rows, page_size=len(rows), fetch=True
+                )
+            return [tuple(row) for row in found]
+        values = ", ".join([f"({marks(len(rows[0]))})"] * len(rows))
+        return [
+            tuple(row)
+            for row in conn.exec_driver_sql(
+                f"{head} VALUES {values} {tail}", tuple(value for row in rows for value in row)
+            )
+        ]
+
+    def _update_many(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        keys: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """``UPDATE table SET columns WHERE keys`` for many rows in few round trips.
+
+        Each row holds the new values of ``columns``, then the values of ``keys``; values are
+        passed as plain SQL takes them (see :meth:`_timestamp`).
+        """
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from psycopg2.extras import execute_values
+
+            names = [*columns, *keys]
+            # VALUES rows carry no types: a column of NULLs would be text without the casts.
+            casts = [table.c[name].type.compile(self.engine.dialect) for name in names]
+            template = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+            sql = (
+                f"UPDATE {table.name} AS t SET "  # noqa: S608 - names come from the table
+                + ", ".join(f"{name} = v.{name}" for name in columns)
+                + f" FROM (VALUES %s) AS v({', '.join(names)}) WHERE "
+                + " AND ".join(f"t.{name} = v.{name}" for name in keys)
+            )
+            with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+                execute_values(cursor, sql, rows, template=template, page_size=1000)
+            return
+        conn.exec_driver_sql(
+            f"UPDATE {table.name} SET "  # noqa: S608 - names come from the table
+            + ", ".join(f"{name} = ?" for name in columns)
+            + " WHERE "
+            + " AND ".join(f"{name} = ?" for name in keys),
+            list(rows),
+        )
+
+    def _select(self, conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of plain SQL written with ``?`` placeholders."""
+        return list(conn.exec_driver_sql(self._sql(sql), tuple(params)).all())
+
+    def index_hint(self, index: str) -> str:
+        """`` INDEXED BY index`` on SQLite, nothing elsewhere.
+
+        Without statistics SQLite may walk a whole system's records by primary key rather
+        than look a few match keys up in their index; PostgreSQL has its statistics.
+        """
+        return f" INDEXED BY {index}" if self.dialect == "sqlite" else ""
 
     def _sql(self, text: str) -> str:
         """Plain SQL written with ``?`` placeholders, in this driver's parameter style."""
@@ -533,37 +634,33 @@ class Ledger:
                     )
                     .values(deleted_at=now, pending=True)
                 )
+            at = self._timestamp(now)
             self._write_events(
-                conn,
-                [
-                    {
-                        "run_id": run_id,
-                        "side": side,
-                        "entity": entity,
-                        "source_key": key,
-                        "kind": "deleted",
-                        "at": now,
-                    }
-                    for key in keys
-                ],
+                conn, [(run_id, side, entity, key, "deleted", None, at) for key in keys]
             )
         return len(keys)
 
-    def _write_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
+    def _write_events(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Upsert ``(run_id, side, entity, source_key, kind, detail, at)`` rows.
+
+        One event per record per run: a later, more telling event replaces "unchanged" (and
+        its detail), a later "unchanged" changes nothing. Rows for the same record are folded
+        here by the same rule, since PostgreSQL cannot update one row twice in a statement.
+        """
+        folded: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for row in rows:
-            row.setdefault("detail", None)
-        stmt = self.insert(t.events)
-        # One event per record per run: a later, more telling event replaces "unchanged".
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["run_id", "side", "entity", "source_key"],
-                set_={"kind": stmt.excluded.kind, "detail": stmt.excluded.detail},
-                where=stmt.excluded.kind != "unchanged",
-            ),
-            rows,
-        )
+            key = row[:4]
+            if key not in folded or row[4] != "unchanged":
+                folded[key] = row
+        for chunk in _chunks(folded.values(), 5000):
+            self._insert_many(
+                conn,
+                "INSERT INTO events (run_id, side, entity, source_key, kind, detail, at)",
+                "ON CONFLICT (run_id, side, entity, source_key) DO UPDATE SET "
+                "kind = excluded.kind, detail = excluded.detail "
+                "WHERE excluded.kind <> 'unchanged'",
+                chunk,
+            )
 
     def record_events(
         self, run_id: int, items: Sequence[EventItem], conn: Connection | None = None
@@ -573,21 +670,22 @@ class Ledger:
             with self.engine.begin() as own:
                 self.record_events(run_id, items, own)
             return
-        now = utcnow()
-        rows = [
-            {
-                "run_id": run_id,
-                "side": item.side,
-                "entity": item.entity,
-                "source_key": item.source_key,
-                "kind": item.kind,
-                "detail": dumps(dict(item.detail)) if item.detail else None,
-                "at": now,
-            }
-            for item in items
-        ]
-        for chunk in _chunks(rows, 5000):
-            self._write_events(conn, chunk)
+        at = self._timestamp(utcnow())
+        self._write_events(
+            conn,
+            [
+                (
+                    run_id,
+                    item.side,
+                    item.entity,
+                    item.source_key,
+                    item.kind,
+                    dumps(dict(item.detail)) if item.detail else None,
+                    at,
+                )
+                for item in items
+            ],
+        )
 
     def events(self, run_id: int) -> dict[tuple[str, str, str], str]:
         """The events of a run: ``{(side, entity, source_key): kind}``."""
@@ -650,26 +748,34 @@ class Ledger:
             with self.engine.begin() as own:
                 return self.link_many(entity, pairs, own)
         now = utcnow()
-        rows = [
-            {
-                "entity": entity,
-                "crm_key": crm_key,
-                "erp_key": erp_key,
-                "origin": origin,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for crm_key, erp_key, origin in pairs
-        ]
+        at = self._timestamp(now)
+        rows = [(entity, crm_key, erp_key, origin, at, at) for crm_key, erp_key, origin in pairs]
         results: list[Link | str] = []
         for chunk_pairs, chunk_rows in zip(_chunks(pairs), _chunks(rows), strict=True):
-            conn.execute(self.insert(t.links).on_conflict_do_nothing(), chunk_rows)
-            crm_keys = [pair[0] for pair in chunk_pairs if pair[0] is not None]
-            erp_keys = [pair[1] for pair in chunk_pairs if pair[1] is not None]
-            found = self._links_by_keys(conn, entity, crm_keys, erp_keys)
+            # The links this statement created come straight back; the others (already
+            # there, or raced by another worker) are read and settled one by one.
+            created = {
+                (row[1], row[2]): Link(row[0], entity, row[1], row[2], row[3], None, {}, {})
+                for row in self._insert_returning(
+                    conn,
+                    "INSERT INTO links (entity, crm_key, erp_key, origin, created_at, updated_at)",
+                    "ON CONFLICT DO NOTHING RETURNING id, crm_key, erp_key, origin",
+                    chunk_rows,
+                )
+            }
+            unsettled = [pair for pair in chunk_pairs if (pair[0], pair[1]) not in created]
+            found = self._links_by_keys(
+                conn,
+                entity,
+                [pair[0] for pair in unsettled if pair[0] is not None],
+                [pair[1] for pair in unsettled if pair[1] is not None],
+            )
             for crm_key, erp_key, _origin in chunk_pairs:
+                link = created.get((crm_key, erp_key))
                 results.append(
-                    self._settle_link(
+                    link
+                    if link is not None
+                    else self._settle_link(
                         conn, entity, crm_key=crm_key, erp_key=erp_key, found=found, now=now
                     )
                 )
@@ -727,13 +833,16 @@ class Ledger:
         found: dict[tuple[str, str], Link] = {}
         conditions = []
         if crm_keys:
-            conditions.append(t.links.c.crm_key.in_(crm_keys))
+            conditions.append(f"crm_key IN ({marks(len(crm_keys))})")
         if erp_keys:
-            conditions.append(t.links.c.erp_key.in_(erp_keys))
+            conditions.append(f"erp_key IN ({marks(len(erp_keys))})")
         if not conditions:
             return found
-        for row in conn.execute(
-            sa.select(t.links).where(t.links.c.entity == entity, sa.or_(*conditions))
+        for row in self._select(
+            conn,
+            "SELECT id, entity, crm_key, erp_key, origin, agreed, crm_echo, erp_echo "  # noqa: S608
+            f"FROM links WHERE entity = ? AND ({' OR '.join(conditions)})",
+            (entity, *crm_keys, *erp_keys),
         ):
             link = _link_from_row(row)
             if link.crm_key is not None:
@@ -773,26 +882,20 @@ class Ledger:
         """Store new agreed snapshots and echoes (``{"id", "agreed", "crm_echo", "erp_echo"}``)."""
         if not updates:
             return
-        now = utcnow()
-        stmt = (
-            sa.update(t.links)
-            .where(t.links.c.id == sa.bindparam("link_id"))
-            .values(
-                agreed=sa.bindparam("agreed"),
-                crm_echo=sa.bindparam("crm_echo"),
-                erp_echo=sa.bindparam("erp_echo"),
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            stmt,
+        at = self._timestamp(utcnow())
+        self._update_many(
+            conn,
+            t.links,
+            ("id",),
+            ("agreed", "crm_echo", "erp_echo", "updated_at"),
             [
-                {
-                    "link_id": update["id"],
-                    "agreed": dumps(update["agreed"]) if update["agreed"] is not None else None,
-                    "crm_echo": dumps(update["crm_echo"]) if update["crm_echo"] else None,
-                    "erp_echo": dumps(update["erp_echo"]) if update["erp_echo"] else None,
-                }
+                (
+                    dumps(update["agreed"]) if update["agreed"] is not None else None,
+                    dumps(update["crm_echo"]) if update["crm_echo"] else None,
+                    dumps(update["erp_echo"]) if update["erp_echo"] else None,
+                    at,
+                    update["id"],
+                )
                 for update in updates
             ],
         )
@@ -809,48 +912,74 @@ class Ledger:
             with self.engine.begin() as own:
                 self.add_operations(run_id, operations, own)
             return
-        now = utcnow()
-        ops = t.operations.c
+        at = self._timestamp(utcnow())
         by_side: dict[str, list[int]] = {"crm": [], "erp": []}
         for operation in operations:
             by_side[operation.side].append(operation.link_id)
         for side, link_ids in by_side.items():
             for chunk in _chunks(link_ids):
-                conn.execute(
-                    sa.update(t.operations)
-                    .where(ops.side == side, ops.link_id.in_(chunk), ops.status == "pending")
-                    .values(status="superseded", finished_at=now)
-                )
+                # Found through the partial index of open operations (the status IN (...) term
+                # lets SQLite use it), then updated by id: most links have none.
+                superseded = [
+                    row.id
+                    for row in self._select(
+                        conn,
+                        "SELECT id, side, status FROM operations "  # noqa: S608
+                        f"WHERE link_id IN ({marks(len(chunk))}) "
+                        "AND status IN ('pending', 'in_flight')",
+                        chunk,
+                    )
+                    if row.side == side and row.status == "pending"
+                ]
+                if superseded:
+                    conn.exec_driver_sql(
+                        self._sql(
+                            "UPDATE operations SET status = 'superseded', "  # noqa: S608
+                            f"finished_at = ? WHERE id IN ({marks(len(superseded))})"
+                        ),
+                        (at, *superseded),
+                    )
         rows = [
-            {
-                "run_id": run_id,
-                "link_id": op.link_id,
-                "entity": op.entity,
-                "side": op.side,
-                "action": op.action,
-                "payload": dumps(dict(op.payload)),
-                "changed_fields": dumps(list(op.changed_fields)),
-                "expected": dumps(dict(op.expected)) if op.expected is not None else None,
-                "source_side": op.source_side,
-                "source_key": op.source_key,
-                "source_hash": op.source_hash,
-                "status": "pending",
-                "created_at": now,
-            }
+            (
+                run_id,
+                op.link_id,
+                op.entity,
+                op.side,
+                op.action,
+                dumps(dict(op.payload)),
+                dumps(list(op.changed_fields)),
+                dumps(dict(op.expected)) if op.expected is not None else None,
+                op.source_side,
+                op.source_key,
+                op.source_hash,
+                "pending",
+                0,
+                at,
+            )
             for op in operations
         ]
         for chunk_rows in _chunks(rows, 5000):
-            conn.execute(sa.insert(t.operations), chunk_rows)
+            self._insert_many(
+                conn,
+                "INSERT INTO operations (run_id, link_id, entity, side, action, payload, "
+                "changed_fields, expected, source_side, source_key, source_hash, status, "
+                "attempts, created_at)",
+                "",
+                chunk_rows,
+            )
 
     def in_flight_links(self, conn: Connection, link_ids: Sequence[int]) -> set[int]:
         """Those of ``link_ids`` with a write being applied right now."""
         found: set[int] = set()
         for chunk in _chunks(link_ids):
             found.update(
-                conn.scalars(
-                    sa.select(t.operations.c.link_id).where(
-                        t.operations.c.link_id.in_(chunk), t.operations.c.status == "in_flight"
-                    )
+                row[0]
+                for row in self._select(
+                    conn,
+                    # The status IN (...) term lets SQLite use the partial index of open ones.
+                    f"SELECT link_id FROM operations WHERE link_id IN ({marks(len(chunk))}) "  # noqa: S608
+                    "AND status IN ('pending', 'in_flight') AND status = 'in_flight'",
+                    chunk,
                 )
             )
         return found
@@ -1154,14 +1283,17 @@ class Ledger:
         now = utcnow()
         q = t.quarantine.c
         for chunk in _chunks(keys):
-            query = sa.select(q.source_key, q.reason).where(
-                q.side == side, q.entity == entity, q.source_key.in_(chunk), q.released_at.is_(None)
+            sql = (
+                "SELECT source_key, reason FROM quarantine WHERE side = ? AND entity = ? "  # noqa: S608
+                f"AND source_key IN ({marks(len(chunk))}) AND released_at IS NULL"
             )
+            params: list[Any] = [side, entity, *chunk]
             if reasons is not None:
-                query = query.where(q.reason.in_([str(reason) for reason in reasons]))
+                sql += f" AND reason IN ({marks(len(reasons))})"
+                params.extend(str(reason) for reason in reasons)
             to_release = [
                 {"k": row.source_key, "r": row.reason}
-                for row in conn.execute(query)
+                for row in self._select(conn, sql, params)
                 if keep is None or row.reason not in keep.get(row.source_key, set())
             ]
             if to_release:
@@ -1298,6 +1430,54 @@ class Ledger:
         if same:
             self.link(row.entity, row.crm_key, row.erp_key, origin="review")
 
+    def duplicates(self, *, status: str | None = "open") -> list[Duplicate]:
+        """Records of one system sharing a VAT or SIREN (open ones by default), oldest first."""
+        query = sa.select(t.duplicates).order_by(t.duplicates.c.id)
+        if status is not None:
+            query = query.where(t.duplicates.c.status == status)
+        with self.engine.connect() as conn:
+            return [_duplicate_from_row(row) for row in conn.execute(query)]
+
+    def decide_duplicate(self, duplicate_id: int, *, same: bool) -> None:
+        """Say whether two records of one system are one client twice or two clients.
+
+        Two clients (``same=False``): both are synchronised from the next plan on. One client
+        twice: both stay held until the duplicate is removed or corrected in its system.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(t.duplicates).where(t.duplicates.c.id == duplicate_id)
+            ).one_or_none()
+            if row is None or row.status != "open":
+                msg = f"duplicate {duplicate_id} is not open"
+                raise LedgerError(msg)
+            conn.execute(
+                sa.update(t.duplicates)
+                .where(t.duplicates.c.id == duplicate_id)
+                .values(status="same" if same else "distinct", decided_at=utcnow())
+            )
+            conn.execute(
+                sa.update(t.observed)
+                .where(
+                    t.observed.c.side == row.side,
+                    t.observed.c.entity == row.entity,
+                    t.observed.c.source_key.in_((row.first_key, row.second_key)),
+                )
+                .values(pending=True)
+            )
+
+
+def _duplicate_from_row(row: Any) -> Duplicate:
+    return Duplicate(
+        id=row.id,
+        entity=row.entity,
+        side=row.side,
+        first_key=row.first_key,
+        second_key=row.second_key,
+        reason=row.reason,
+        status=row.status,
+    )
+
 
 def _link_from_row(row: Any) -> Link:
     return Link(
@@ -1371,6 +1551,7 @@ def create_engine(url: str) -> Engine:
 __all__ = [
     "DEFAULT_URL",
     "Conflict",
+    "Duplicate",
     "EventItem",
     "Ledger",
     "LedgerError",

@@ -99,6 +99,9 @@ observed = sa.Table(
     sa.Column("code_key", sa.String(100)),
     #: The record waits for something (its client to exist on the other side, a review).
     sa.Column("deferred", sa.Boolean, nullable=False, server_default=sa.false()),
+    #: The plan that checked the record: its reconcile pass finds the record by this, so the
+    #: check's single write also clears ``pending`` (only that plan reads it).
+    sa.Column("checked_run", sa.Integer),
     # Partial indexes: most records are neither pending nor deferred, and the target writes
     # records before the planner fills their match keys; neither should pay for an index entry.
     *(
@@ -251,4 +254,25 @@ reviews = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("decided_at", Timestamp),
     sa.UniqueConstraint("entity", "crm_key", "erp_key"),
+)
+
+duplicates = sa.Table(
+    "duplicates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String(16), nullable=False),
+    #: The system that holds both records.
+    sa.Column("side", sa.String(3), nullable=False),
+    #: The two records, the smaller key first.
+    sa.Column("first_key", sa.String(100), nullable=False),
+    sa.Column("second_key", sa.String(100), nullable=False),
+    #: What they share: same_vat, same_siren.
+    sa.Column("reason", sa.String(64), nullable=False),
+    #: open, same (one client entered twice: to fix in that system), distinct (two clients).
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("decided_at", Timestamp),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id")),
+    sa.UniqueConstraint("entity", "side", "first_key", "second_key"),
+    sa.Index(None, "entity", "side", "second_key"),
 )

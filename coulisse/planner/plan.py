@@ -9,7 +9,14 @@ A plan runs in one database transaction, in two passes over the records marked p
    invoices): link unlinked records (same external reference, VAT, SIREN or product code;
    same name and postcode is only a probable duplicate, parked for review), merge each link
    three-way (:mod:`coulisse.planner.merge`), and queue operations. A record whose client is
-   not yet in the other system is deferred to a later plan.
+   not yet in the other system (an order: or a product its lines name) is deferred to a later
+   plan.
+   Two records of one system sharing a VAT or SIREN are a review item too: neither is linked
+   or created in the other system until a person says whether they are one client or two.
+
+The hot paths (100,000 new records in a plan) use plain SQL and few statements per chunk of
+records: one read, one update of the checked records, one insert per table written, and index
+lookups, never a scan per chunk.
 
 ``dry_run`` rolls the transaction back: the summary says what would happen, nothing is kept.
 
@@ -37,16 +44,17 @@ from coulisse.ledger.store import (
     Link,
     NewOperation,
     QuarantineItem,
+    marks,
     utcnow,
 )
 from coulisse.model.records import ENTITIES, MODELS, SIDES, Entity, Side, other_side
 from coulisse.planner.merge import effective, merge
 from coulisse.policy import FieldRule, SyncPolicy
 from coulisse.validation.reasons import Reason
-from coulisse.validation.records import ValidationSettings, check_record
+from coulisse.validation.records import ValidationSettings, check_plain
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
 
     from sqlalchemy.engine import Connection
 
@@ -58,12 +66,19 @@ HANDED_OFF: dict[Entity, frozenset[str]] = {
     "invoice": frozenset({"posted", "partially_paid", "paid", "cancelled"}),
 }
 _REFUSED = (Reason.REFUSED_BY_CRM.value, Reason.REFUSED_BY_ERP.value)
+#: From this many records checked (then reconciled) in a plan, PostgreSQL's statistics are
+#: refreshed: a first plan fills tables whose statistics say they are empty.
+_ANALYZE_AFTER = 1000
 _MATCH_KEYS: dict[Entity, tuple[str, ...]] = {
     "client": ("vat_key", "siren_key"),
     "product": ("code_key",),
     "order": (),
     "invoice": (),
 }
+#: How a person reads each match key.
+_KEY_NAMES = {"vat_key": "VAT", "siren_key": "SIREN", "code_key": "code"}
+#: Identifiers that two records of one system should never share (see ``_same_side``).
+_IDENTIFIERS: tuple[tuple[str, str], ...] = (("vat_key", "same_vat"), ("siren_key", "same_siren"))
 
 
 @dataclass(slots=True)
@@ -128,6 +143,10 @@ class PlanSummary:
             self._shown[item.kind] += 1
             self.items.append(item)
 
+    def wants(self, kind: str) -> bool:
+        """Whether :meth:`note` would still keep an item of ``kind`` (spares writing its text)."""
+        return self._shown[kind] < self.item_limit
+
     @property
     def is_empty(self) -> bool:
         """No write, no new conflict, no review: both systems are in step."""
@@ -177,17 +196,23 @@ class _Row:
 
     side: Side
     key: str
-    raw_text: str
+    #: The record as observed; read only for records that may be merged (see ``_raw_texts``).
+    raw_text: str | None
     content_hash: str
     normalised: dict[str, Any] | None
     valid: bool
     deleted: bool
     match: dict[str, str | None]
+    #: The flags as stored when read (the final write is skipped when they already hold).
+    pending: bool = False
+    deferred: bool = False
+    checked_run: int | None = None
     _raw: dict[str, Any] | None = None
 
     @property
     def raw(self) -> dict[str, Any]:
         if self._raw is None:
+            assert self.raw_text is not None, f"{self.side} {self.key} was read without its data"
             self._raw = dict(loads(self.raw_text))
         return self._raw
 
@@ -203,18 +228,12 @@ class _Row:
 
 
 _ROW_COLUMNS = (
-    t.observed.c.side,
-    t.observed.c.source_key,
-    t.observed.c.data,
-    t.observed.c.content_hash,
-    t.observed.c.normalised,
-    t.observed.c.valid,
-    t.observed.c.deleted_at,
-    t.observed.c.vat_key,
-    t.observed.c.siren_key,
-    t.observed.c.name_key,
-    t.observed.c.code_key,
+    "side, source_key, content_hash, normalised, valid, deleted_at, vat_key, siren_key, "
+    "name_key, code_key, pending, deferred, checked_run"
 )
+_ROW_SELECT = f"SELECT data, {_ROW_COLUMNS} FROM observed"  # noqa: S608 - constant text
+#: A chunk's own records are read without their data: only the linked ones need it.
+_ROW_SELECT_LEAN = f"SELECT NULL AS data, {_ROW_COLUMNS} FROM observed"  # noqa: S608
 
 
 def _row(db_row: Any) -> _Row:
@@ -232,6 +251,9 @@ def _row(db_row: Any) -> _Row:
             "name_key": db_row.name_key,
             "code_key": db_row.code_key,
         },
+        pending=bool(db_row.pending),
+        deferred=bool(db_row.deferred),
+        checked_run=db_row.checked_run,
     )
 
 
@@ -239,14 +261,33 @@ def _row(db_row: Any) -> _Row:
 class _Chunk:
     """What one chunk of the reconcile pass will write."""
 
+    #: The system whose records the chunk reconciles, and the plan's run.
+    side: Side
+    run_id: int
+    #: Every record read for the chunk (its own and their twins), by system and key.
+    rows: dict[tuple[Side, str], _Row] = field(default_factory=dict)
     operations: list[NewOperation] = field(default_factory=list)
     events: list[EventItem] = field(default_factory=list)
     agreed: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     closed_conflicts: list[int] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[tuple[Side, str, str, str]] = field(default_factory=list)
     superseded_links: list[int] = field(default_factory=list)
     done: dict[tuple[Side, str], bool] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _References:
+    """What the documents of one chunk point at, read in a few queries instead of one each.
+
+    ``links[entity, side][key]`` is the link of a client (or order) known by ``key`` in
+    ``side`` (absent: not linked); ``products[side]`` holds the product codes that exist in
+    ``side`` (observed there, or created there by an applied write).
+    """
+
+    links: dict[tuple[Entity, Side], dict[str, Link]] = field(default_factory=dict)
+    products: dict[Side, set[str]] = field(default_factory=dict)
 
 
 class Planner:
@@ -271,11 +312,21 @@ class Planner:
             entity: {name: FieldRule(owner="erp") for name in rules}
             for entity, rules in self._entity_rules.items()
         }
+        #: Per plan: whether a system holds any valid record of an entity to match against.
+        self._matchable: dict[tuple[Entity, Side], bool] = {}
+        #: The fields of a create, by rule set and source system (see ``_create_fields``).
+        self._fields: dict[tuple[int, Side], list[str]] = {}
+        #: Per plan: records reconciled so far, and whether statistics were refreshed since.
+        self._reconciled = 0
+        self._analyzed = False
 
     # -- entry point ------------------------------------------------------------------------
 
     def plan(self, *, dry_run: bool = False) -> PlanSummary:
         """Check, match and merge every pending record; queue operations unless ``dry_run``."""
+        self._matchable = {}
+        self._reconciled = 0
+        self._analyzed = False
         with self.ledger.engine.connect() as conn:
             transaction = conn.begin()
             try:
@@ -287,10 +338,15 @@ class Planner:
                 summary = PlanSummary(
                     run_id=None if dry_run else run_id, dry_run=dry_run, item_limit=self.item_limit
                 )
-                for entity in ENTITIES:
+                # An idle plan costs two index lookups per entity.
+                busy = [entity for entity in ENTITIES if self._has_work(conn, entity)]
+                for entity in busy:
                     for side in SIDES:
                         self._check(conn, run_id, entity, side, summary)
-                for entity in ENTITIES:
+                if summary.checked >= _ANALYZE_AFTER:
+                    # Fresh match keys: PostgreSQL would still plan for the keys it last saw.
+                    self.ledger.analyze("observed", conn=conn)
+                for entity in busy:
                     self._reconcile(conn, run_id, entity, summary)
                 conn.execute(
                     sa.update(t.runs)
@@ -310,68 +366,57 @@ class Planner:
                 transaction.commit()
         return summary
 
+    def _has_work(self, conn: Connection, entity: Entity) -> bool:
+        """Whether any record of ``entity`` is pending or deferred (partial indexes answer)."""
+        return any(
+            self.ledger._select(
+                conn,
+                f"SELECT 1 FROM observed WHERE entity = ? AND {flag} LIMIT 1",  # noqa: S608
+                (entity,),
+            )
+            for flag in ("pending", "deferred")
+        )
+
     # -- pass 1: check --------------------------------------------------------------------------
 
     def _check(
         self, conn: Connection, run_id: int, entity: Entity, side: Side, summary: PlanSummary
     ) -> None:
-        observed = t.observed.c
-        update = (
-            sa.update(t.observed)
-            .where(
-                observed.side == side,
-                observed.entity == entity,
-                observed.source_key == sa.bindparam("k"),
-            )
-            .values(
-                normalised=sa.bindparam("normalised"),
-                checked_hash=sa.bindparam("checked_hash"),
-                valid=sa.bindparam("valid"),
-                vat_key=sa.bindparam("vat"),
-                siren_key=sa.bindparam("siren"),
-                name_key=sa.bindparam("name"),
-                code_key=sa.bindparam("code"),
-            )
-        )
         last = ""
         while True:
-            rows = conn.execute(
-                sa.select(observed.source_key, observed.data, observed.content_hash)
-                .where(
-                    observed.side == side,
-                    observed.entity == entity,
-                    observed.pending.is_(True),
-                    observed.deleted_at.is_(None),
-                    sa.or_(
-                        observed.checked_hash.is_(None),
-                        observed.checked_hash != observed.content_hash,
-                    ),
-                    observed.source_key > last,
-                )
-                .order_by(observed.source_key)
-                .limit(self.chunk_size)
-            ).all()
+            rows = self.ledger._select(
+                conn,
+                "SELECT source_key, data, content_hash FROM observed "
+                "WHERE side = ? AND entity = ? AND pending AND deleted_at IS NULL "
+                "AND (checked_hash IS NULL OR checked_hash <> content_hash) "
+                "AND source_key > ? ORDER BY source_key LIMIT ?",
+                (side, entity, last, self.chunk_size),
+            )
             if not rows:
                 return
             last = rows[-1].source_key
-            updates: list[dict[str, Any]] = []
+            updates: list[tuple[Any, ...]] = []
             refusals: list[QuarantineItem] = []
             keep: dict[str, set[str]] = {}
             events: list[EventItem] = []
             for row in rows:
-                checked = check_record(entity, loads(row.data), side, self.settings)
+                checked = check_plain(entity, loads(row.data), side, self.settings)
                 keys = checked.match_keys
                 updates.append(
-                    {
-                        "k": row.source_key,
-                        "normalised": dumps(checked.record.plain()) if checked.record else None,
-                        "checked_hash": row.content_hash,
-                        "valid": checked.ok,
-                        "vat": keys.get("vat"),
-                        "siren": keys.get("siren"),
-                        "name": keys.get("name"),
-                        "code": keys.get("code"),
-                    }
+                    (
+                        dumps(checked.plain) if checked.plain is not None else None,
+                        row.content_hash,
+                        checked.ok,
+                        keys.get("vat"),
+                        keys.get("siren"),
+                        keys.get("name"),
+                        keys.get("code"),
+                        False,
+                        run_id,
+                        side,
+                        entity,
+                        row.source_key,
+                    )
                 )
                 keep[row.source_key] = {refusal.code.value for refusal in checked.refusals}
                 if checked.refusals:
@@ -402,7 +447,24 @@ class Planner:
                         )
                     )
             summary.checked += len(rows)
-            conn.execute(update, updates)
+            self.ledger._update_many(
+                conn,
+                t.observed,
+                ("side", "entity", "source_key"),
+                (
+                    "normalised",
+                    "checked_hash",
+                    "valid",
+                    "vat_key",
+                    "siren_key",
+                    "name_key",
+                    "code_key",
+                    # No longer pending: the reconcile pass of this run finds it by run.
+                    "pending",
+                    "checked_run",
+                ),
+                updates,
+            )
             # A changed record is checked afresh: reasons that no longer hold are released,
             # including a system's refusal of the content it had before.
             self.ledger.release(conn, side, entity, [row.source_key for row in rows], keep=keep)
@@ -414,28 +476,29 @@ class Planner:
     def _reconcile(
         self, conn: Connection, run_id: int, entity: Entity, summary: PlanSummary
     ) -> None:
-        observed = t.observed.c
         for side in SIDES:
             last = ""
             while True:
                 rows = [
                     _row(row)
-                    for row in conn.execute(
-                        sa.select(*_ROW_COLUMNS)
-                        .where(
-                            observed.side == side,
-                            observed.entity == entity,
-                            sa.or_(observed.pending.is_(True), observed.deferred.is_(True)),
-                            observed.source_key > last,
-                        )
-                        .order_by(observed.source_key)
-                        .limit(self.chunk_size)
+                    for row in self.ledger._select(
+                        conn,
+                        f"{_ROW_SELECT_LEAN} WHERE side = ? AND entity = ? "
+                        "AND (pending OR deferred OR checked_run = ?) AND source_key > ? "
+                        "ORDER BY source_key LIMIT ?",
+                        (side, entity, run_id, last, self.chunk_size),
                     )
                 ]
                 if not rows:
                     break
                 last = rows[-1].key
                 self._reconcile_chunk(conn, run_id, entity, side, rows, summary)
+                self._reconciled += len(rows)
+                if not self._analyzed and self._reconciled >= _ANALYZE_AFTER:
+                    # A first plan fills empty tables: without statistics PostgreSQL would
+                    # walk every link to find a chunk's, a cost growing with the table.
+                    self.ledger.analyze("links", "operations", conn=conn)
+                    self._analyzed = True
 
     def _reconcile_chunk(  # noqa: PLR0917 - private step of one plan, called once
         self,
@@ -446,23 +509,38 @@ class Planner:
         rows: list[_Row],
         summary: PlanSummary,
     ) -> None:
-        chunk = _Chunk()
+        chunk = _Chunk(side=side, run_id=run_id)
+        chunk.rows.update({(row.side, row.key): row for row in rows})
         twin_side = other_side(side)
         links = self._links(conn, entity, side, [row.key for row in rows])
-        unlinked = [row for row in rows if row.key not in links and row.valid and not row.deleted]
+        held = self._same_side(conn, entity, side, rows, links, chunk, summary)
+        unlinked = [
+            row
+            for row in rows
+            if row.key not in links and row.valid and not row.deleted and row.key not in held
+        ]
         refused = self._refused(conn, entity, side, rows)
         for row in rows:
             if row.key not in links and (not row.valid or row.deleted):
                 # Unlinked and invalid (already reported) or deleted: nothing to carry over.
                 chunk.done[side, row.key] = False
         if unlinked:
-            links.update(self._match(conn, run_id, entity, side, unlinked, chunk, summary))
+            links.update(self._match(conn, entity, side, unlinked, chunk, summary))
+        # Only a record with a twin is merged (or mirrors its twin's deletion) and needs its data.
+        merged = [
+            row
+            for row in rows
+            if (link := links.get(row.key)) is not None and link.key(twin_side) is not None
+        ]
+        self._raw_texts(conn, entity, side, merged)
         twin_keys = [key for link in links.values() if (key := link.key(twin_side)) is not None]
         twins = self._rows(conn, entity, twin_side, twin_keys)
+        chunk.rows.update({(twin.side, twin.key): twin for twin in twins.values()})
         twin_refused = self._refused(conn, entity, twin_side, list(twins.values()))
         link_ids = list({link.id for link in links.values()})
         in_flight = self.ledger.in_flight_links(conn, link_ids)
         decisions = self._decisions(conn, link_ids)
+        refs = self._prefetch(conn, entity, [*rows, *twins.values()])
         for row in rows:
             link = links.get(row.key)
             if link is None:
@@ -490,52 +568,71 @@ class Planner:
                     chunk.done[side, row.key] = False
                 continue
             self._reconcile_link(
-                conn, entity, link, pair, decisions.get(link.id, {}), chunk, summary
+                entity, link, pair, decisions.get(link.id, {}), refs, chunk, summary
             )
         self._write_chunk(conn, run_id, entity, chunk)
 
     def _links(
-        self, conn: Connection, entity: Entity, side: Side, keys: list[str]
+        self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]
     ) -> dict[str, Link]:
-        found = self.ledger._links_by_keys(
-            conn, entity, keys if side == "crm" else [], keys if side == "erp" else []
-        )
-        return {key: link for (found_side, key), link in found.items() if found_side == side}
+        result: dict[str, Link] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            found = self.ledger._links_by_keys(
+                conn, entity, part if side == "crm" else [], part if side == "erp" else []
+            )
+            result.update(
+                {key: link for (found_side, key), link in found.items() if found_side == side}
+            )
+        return result
 
     def _rows(
         self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]
     ) -> dict[str, _Row]:
-        observed = t.observed.c
         result: dict[str, _Row] = {}
         for start in range(0, len(keys), 500):
-            for db_row in conn.execute(
-                sa.select(*_ROW_COLUMNS).where(
-                    observed.side == side,
-                    observed.entity == entity,
-                    observed.source_key.in_(keys[start : start + 500]),
-                )
+            part = keys[start : start + 500]
+            for db_row in self.ledger._select(
+                conn,
+                f"{_ROW_SELECT} WHERE side = ? AND entity = ? "
+                f"AND source_key IN ({marks(len(part))})",
+                (side, entity, *part),
             ):
                 row = _row(db_row)
                 result[row.key] = row
         return result
 
+    def _raw_texts(
+        self, conn: Connection, entity: Entity, side: Side, rows: Sequence[_Row]
+    ) -> None:
+        """Read the observed data of ``rows`` (of ``side``), which were read without it."""
+        by_key = {row.key: row for row in rows if row.raw_text is None}
+        keys = list(by_key)
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            for found in self.ledger._select(
+                conn,
+                "SELECT source_key, data FROM observed WHERE side = ? AND entity = ? "  # noqa: S608
+                f"AND source_key IN ({marks(len(part))})",
+                (side, entity, *part),
+            ):
+                by_key[found.source_key].raw_text = found.data
+
     def _refused(
         self, conn: Connection, entity: Entity, side: Side, rows: Sequence[_Row]
     ) -> set[str]:
         """Records a system refused whose content has not changed since."""
-        q = t.quarantine.c
         hashes = {row.key: row.content_hash for row in rows}
         refused: set[str] = set()
         keys = list(hashes)
         for start in range(0, len(keys), 500):
-            for found in conn.execute(
-                sa.select(q.source_key, q.content_hash).where(
-                    q.side == side,
-                    q.entity == entity,
-                    q.source_key.in_(keys[start : start + 500]),
-                    q.reason.in_(_REFUSED),
-                    q.released_at.is_(None),
-                )
+            part = keys[start : start + 500]
+            for found in self.ledger._select(
+                conn,
+                "SELECT source_key, content_hash FROM quarantine "  # noqa: S608
+                f"WHERE side = ? AND entity = ? AND source_key IN ({marks(len(part))}) "
+                "AND reason IN (?, ?) AND released_at IS NULL",
+                (side, entity, *part, *_REFUSED),
             ):
                 if found.content_hash == hashes[found.source_key]:
                     refused.add(found.source_key)
@@ -543,23 +640,65 @@ class Planner:
 
     def _decisions(self, conn: Connection, link_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Conflicts a person resolved, by link: ``{link_id: {field: (conflict_id, value)}}``."""
-        c = t.conflicts.c
         result: dict[int, dict[str, Any]] = defaultdict(dict)
         for start in range(0, len(link_ids), 500):
-            for row in conn.execute(
-                sa.select(c.id, c.link_id, c.field, c.resolved_value).where(
-                    c.link_id.in_(link_ids[start : start + 500]), c.status == "resolved"
-                )
+            part = link_ids[start : start + 500]
+            for row in self.ledger._select(
+                conn,
+                # The status IN (...) term lets SQLite use the partial index of open conflicts.
+                "SELECT id, link_id, field, resolved_value FROM conflicts "  # noqa: S608
+                f"WHERE link_id IN ({marks(len(part))}) "
+                "AND status IN ('open', 'resolved') AND status = 'resolved'",
+                part,
             ):
                 result[row.link_id][row.field] = (row.id, loads(row.resolved_value))
         return result
 
     # -- matching --------------------------------------------------------------------------------
 
+    def _matchable_in(self, conn: Connection, entity: Entity, side: Side) -> bool:
+        """Whether ``side`` holds any valid record of ``entity`` (else matching can be skipped).
+
+        Asked once per plan: the check pass is over, so no record becomes valid later on.
+        """
+        known = self._matchable.get((entity, side))
+        if known is None:
+            known = bool(
+                self.ledger._select(
+                    conn,
+                    "SELECT 1 FROM observed WHERE side = ? AND entity = ? AND valid "
+                    "AND deleted_at IS NULL LIMIT 1",
+                    (side, entity),
+                )
+            )
+            self._matchable[entity, side] = known
+        return known
+
+    def _candidates(
+        self, conn: Connection, entity: Entity, side: Side, column: str, values: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Valid, live, unlinked records of ``side`` by their value of ``column``, keys sorted."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for start in range(0, len(values), 500):
+            part = values[start : start + 500]
+            # No ORDER BY: with one, SQLite walks the whole side instead of the key's index.
+            for found_row in self.ledger._select(
+                conn,
+                f"SELECT source_key, {column} FROM observed"  # noqa: S608
+                f"{self.ledger.index_hint(f'ix_observed_{column}')} "
+                f"WHERE entity = ? AND {column} IN ({marks(len(part))}) AND side = ? "
+                "AND valid AND deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM links "
+                f"WHERE links.entity = ? AND links.{side}_key = observed.source_key)",
+                (entity, *part, side, entity),
+            ):
+                found[found_row[1]].append(found_row[0])
+        for keys in found.values():
+            keys.sort()
+        return found
+
     def _match(  # noqa: PLR0912, PLR0915, PLR0917 - the matching rules in their order
         self,
         conn: Connection,
-        run_id: int,
         entity: Entity,
         side: Side,
         rows: list[_Row],
@@ -569,62 +708,64 @@ class Planner:
         """Link ``rows`` (unlinked, valid) to their twin, park probable duplicates, or register
         them alone so that their twin gets created."""
         twin_side = other_side(side)
-        observed = t.observed.c
         pairs: dict[str, tuple[str | None, str]] = {}
         taken: set[str] = set()
-
-        def candidates(column: str, values: list[str]) -> dict[str, list[str]]:
-            found: dict[str, list[str]] = defaultdict(list)
-            col = observed[column]
-            for start in range(0, len(values), 500):
-                twin_links = t.links.c.crm_key if twin_side == "crm" else t.links.c.erp_key
-                query = (
-                    sa.select(observed.source_key, col)
-                    .where(
-                        observed.side == twin_side,
-                        observed.entity == entity,
-                        observed.deleted_at.is_(None),
-                        observed.valid.is_(True),
-                        col.in_(values[start : start + 500]),
-                        ~sa.exists().where(
-                            t.links.c.entity == entity, twin_links == observed.source_key
-                        ),
-                    )
-                    .order_by(observed.source_key)
-                )
-                for found_row in conn.execute(query):
-                    found[found_row[1]].append(found_row.source_key)
-            return found
-
+        held: dict[str, str] = {}
         # 1. The record carries its twin's id (an external reference kept in the system).
         for row in rows:
             ref = (row.normalised or {}).get(f"{twin_side}_id")
             if ref:
                 pairs[row.key] = (ref, "ref")
                 taken.add(ref)
-        # 2. Same identifier (VAT, SIREN; product code).
-        for column in _MATCH_KEYS[entity]:
-            waiting = [row for row in rows if row.key not in pairs and row.match[column]]
+        matchable = self._matchable_in(conn, entity, twin_side)
+        # 2. Same identifier (VAT, SIREN; product code). Two twins with the same identifier
+        # (duplicates in that system): which one is ours is for a person to say.
+        for column in _MATCH_KEYS[entity] if matchable else ():
+            waiting = [
+                row
+                for row in rows
+                if row.key not in pairs and row.key not in held and row.match[column]
+            ]
             if not waiting:
                 continue
-            found = candidates(column, sorted({str(row.match[column]) for row in waiting}))
+            found = self._candidates(
+                conn, entity, twin_side, column, sorted({str(row.match[column]) for row in waiting})
+            )
+            doubtful = self._doubtful_twins(
+                conn, entity, twin_side, sorted({key for keys in found.values() for key in keys})
+            )
             for row in waiting:
-                for twin_key in found.get(str(row.match[column]), []):
-                    if twin_key not in taken:
-                        pairs[row.key] = (twin_key, column.removesuffix("_key"))
-                        taken.add(twin_key)
-                        break
+                value = str(row.match[column])
+                options = [key for key in found.get(value, []) if key not in taken]
+                if len(options) > 1:
+                    held[row.key] = (
+                        f"{twin_side.upper()} {entity}s {', '.join(options)} share its "
+                        f"{_KEY_NAMES[column]} {value}: waiting for review"
+                    )
+                elif options and options[0] in doubtful:
+                    held[row.key] = f"{twin_side.upper()} {options[0]} {doubtful[options[0]]}"
+                elif options:
+                    pairs[row.key] = (options[0], column.removesuffix("_key"))
+                    taken.add(options[0])
         # 3. Same name and postcode: probably the same client, but a person decides.
-        held: set[str] = set()
-        if entity == "client":
-            waiting = [row for row in rows if row.key not in pairs and row.match["name_key"]]
+        if entity == "client" and matchable:
+            waiting = [
+                row
+                for row in rows
+                if row.key not in pairs and row.key not in held and row.match["name_key"]
+            ]
             if waiting:
-                found = candidates(
-                    "name_key", sorted({str(row.match["name_key"]) for row in waiting})
+                found = self._candidates(
+                    conn,
+                    entity,
+                    twin_side,
+                    "name_key",
+                    sorted({str(row.match["name_key"]) for row in waiting}),
                 )
-                decided = self._review_states(conn, entity, side, [row.key for row in waiting])
-                for row in waiting:
-                    for twin_key in found.get(str(row.match["name_key"]), []):
+                named = [row for row in waiting if found.get(str(row.match["name_key"]))]
+                decided = self._review_states(conn, entity, side, [row.key for row in named])
+                for row in named:
+                    for twin_key in found[str(row.match["name_key"])]:
                         state = decided.get((row.key, twin_key))
                         if state == "distinct":
                             continue
@@ -646,11 +787,11 @@ class Planner:
                                     f"{twin_side.upper()} {twin_key}: same name and postcode",
                                 )
                             )
-                        held.add(row.key)
+                        held[row.key] = "probable duplicate waiting for review"
                         break
         for row in rows:
             if row.key in held:
-                self._defer(chunk, summary, entity, row, "probable duplicate waiting for review")
+                self._defer(chunk, summary, entity, row, held[row.key])
         requested = [
             (row.key, pairs.get(row.key, (None, side))) for row in rows if row.key not in held
         ]
@@ -660,10 +801,10 @@ class Planner:
         ]
         results = self.ledger.link_many(entity, link_pairs, conn)
         linked: dict[str, Link] = {}
+        by_key = {row.key: row for row in rows}
         for (key, (twin, _origin)), result in zip(requested, results, strict=True):
             if isinstance(result, str):
-                row = next(row for row in rows if row.key == key)
-                self._defer(chunk, summary, entity, row, result)
+                self._defer(chunk, summary, entity, by_key[key], result)
                 continue
             linked[key] = result
             if twin is not None:
@@ -688,6 +829,143 @@ class Planner:
                 states[pair] = row.status
         return states
 
+    def _same_side(  # noqa: PLR0917 - private step of one plan, called once
+        self,
+        conn: Connection,
+        entity: Entity,
+        side: Side,
+        rows: Sequence[_Row],
+        links: dict[str, Link],
+        chunk: _Chunk,
+        summary: PlanSummary,
+    ) -> set[str]:
+        """Flag records of ``side`` that share a VAT or SIREN with another record of ``side``.
+
+        Each such pair is a review item (:meth:`Ledger.duplicates`), never a merge. Until a
+        person says they are two clients, an unlinked record of the pair is held back: linking
+        it to a twin, or creating it in the other system, would pick one client of two or make
+        a duplicate there. A record already linked carries on. Returns the keys held back.
+        """
+        if entity != "client":
+            return set()
+        live = [row for row in rows if row.valid and not row.deleted]
+        shared = self._sharing(conn, entity, side, live)
+        if not shared:
+            return set()
+        states = self._duplicate_states(conn, entity, side, sorted(shared))
+        by_key = {row.key: row for row in rows}
+        held: set[str] = set()
+        for key, others in shared.items():
+            for other, (reason, value) in sorted(others.items()):
+                pair = (key, other) if key < other else (other, key)
+                state = states.get(pair)
+                what = f"{'VAT' if reason == 'same_vat' else 'SIREN'} {value}"
+                if state is None:
+                    states[pair] = state = "open"
+                    chunk.duplicates.append((side, *pair, reason))
+                    summary.reviews += 1
+                    summary.note(
+                        PlanItem(
+                            side,
+                            "review",
+                            entity,
+                            key,
+                            f"{by_key[key].label()} shares its {what} with {side.upper()} "
+                            f"{other}: one client entered twice, or two clients?",
+                        )
+                    )
+                if state != "distinct" and key not in links and key not in held:
+                    held.add(key)
+                    self._defer(
+                        chunk,
+                        summary,
+                        entity,
+                        by_key[key],
+                        f"shares its {what} with {side.upper()} {other}: waiting for review",
+                    )
+        return held
+
+    def _doubtful_twins(
+        self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]
+    ) -> dict[str, str]:
+        """Those of ``keys`` that share a VAT or SIREN with another record of ``side`` (and
+        are not known to be distinct clients), with why: not to be linked meanwhile."""
+        if entity != "client" or not keys:
+            return {}
+        rows = list(self._rows(conn, entity, side, keys).values())
+        shared = self._sharing(conn, entity, side, rows)
+        states = self._duplicate_states(conn, entity, side, sorted(shared))
+        doubtful: dict[str, str] = {}
+        for key, others in shared.items():
+            for other, (reason, value) in sorted(others.items()):
+                if states.get((key, other) if key < other else (other, key)) != "distinct":
+                    what = "VAT" if reason == "same_vat" else "SIREN"
+                    doubtful[key] = (
+                        f"shares its {what} {value} with {side.upper()} {other}: waiting for review"
+                    )
+                    break
+        return doubtful
+
+    def _sharing(
+        self, conn: Connection, entity: Entity, side: Side, live: Sequence[_Row]
+    ) -> dict[str, dict[str, tuple[str, str]]]:
+        """For each of ``live`` sharing an identifier with other records of ``side``: those
+        records, with what is shared (``{key: {other: (reason, value)}}``)."""
+        shared: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+        for column, reason in _IDENTIFIERS:
+            hint = self.ledger.index_hint(f"ix_observed_{column}")
+            values = sorted({value for row in live if (value := row.match[column])})
+            # First the values held twice or more, whatever the system, from the index alone;
+            # usually none, and a record's twin in the other system is not a duplicate.
+            repeated: list[str] = []
+            for start in range(0, len(values), 500):
+                part = values[start : start + 500]
+                repeated.extend(
+                    found[0]
+                    for found in self.ledger._select(
+                        conn,
+                        f"SELECT {column} FROM observed{hint} WHERE entity = ? "  # noqa: S608
+                        f"AND {column} IN ({marks(len(part))}) "
+                        f"GROUP BY {column} HAVING count(*) > 1",
+                        (entity, *part),
+                    )
+                )
+            holders: dict[str, list[str]] = defaultdict(list)
+            for start in range(0, len(repeated), 500):
+                part = repeated[start : start + 500]
+                for found in self.ledger._select(
+                    conn,
+                    f"SELECT source_key, {column} FROM observed{hint} "  # noqa: S608
+                    f"WHERE entity = ? AND {column} IN ({marks(len(part))}) AND side = ? "
+                    "AND valid AND deleted_at IS NULL",
+                    (entity, *part, side),
+                ):
+                    holders[found[1]].append(found[0])
+            for row in live:
+                value = row.match[column]
+                others = holders.get(value, []) if value else []
+                if value and len(others) > 1:
+                    for other in others:
+                        if other != row.key:
+                            shared[row.key].setdefault(other, (reason, value))
+        return shared
+
+    def _duplicate_states(
+        self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]
+    ) -> dict[tuple[str, str], str]:
+        states: dict[tuple[str, str], str] = {}
+        for start in range(0, len(keys), 250):
+            part = keys[start : start + 250]
+            for row in self.ledger._select(
+                conn,
+                "SELECT first_key, second_key, status FROM duplicates "  # noqa: S608
+                f"WHERE entity = ? AND side = ? AND (first_key IN ({marks(len(part))}) "
+                f"OR second_key IN ({marks(len(part))}))",
+                (entity, side, *part, *part),
+            ):
+                states[row.first_key, row.second_key] = row.status
+        return states
+
     # -- one link ----------------------------------------------------------------------------------
 
     def _rules(self, entity: Entity, erp: dict[str, Any] | None) -> dict[str, FieldRule]:
@@ -696,13 +974,27 @@ class Planner:
             return self._handed_off_rules[entity]
         return self._entity_rules[entity]
 
+    def _create_fields(
+        self, entity: Entity, erp: dict[str, Any] | None, source_side: Side
+    ) -> list[str]:
+        """The fields a create carries: shared ones and those ``source_side`` owns."""
+        rules = self._rules(entity, erp)
+        key = (id(rules), source_side)
+        fields = self._fields.get(key)
+        if fields is None:
+            fields = [
+                name for name, rule in rules.items() if rule.shared or rule.owner == source_side
+            ]
+            self._fields[key] = fields
+        return list(fields)
+
     def _reconcile_link(  # noqa: PLR0917 - private step of one plan, called once
         self,
-        conn: Connection,
         entity: Entity,
         link: Link,
         pair: dict[Side, _Row | None],
         decisions: dict[str, Any],
+        refs: _References,
         chunk: _Chunk,
         summary: PlanSummary,
     ) -> None:
@@ -711,7 +1003,7 @@ class Planner:
             chunk.done[row.side, row.key] = False
         live = {side: row for side, row in pair.items() if row is not None and not row.deleted}
         if len(live) == 2:
-            self._merge(conn, entity, link, live["crm"], live["erp"], decisions, chunk, summary)
+            self._merge(entity, link, live["crm"], live["erp"], decisions, refs, chunk, summary)
             return
         if not live:
             return
@@ -725,14 +1017,14 @@ class Planner:
             # Created by an earlier plan and applied; the twin is not observed yet.
             chunk.events.append(EventItem(source_side, entity, source.key, "unchanged"))
             return
-        self._create(conn, entity, link, source, chunk, summary)
+        self._create(entity, link, source, refs, chunk, summary)
 
     def _create(  # noqa: PLR0917 - private step of one plan, called once
         self,
-        conn: Connection,
         entity: Entity,
         link: Link,
         source: _Row,
+        refs: _References,
         chunk: _Chunk,
         summary: PlanSummary,
     ) -> None:
@@ -743,20 +1035,19 @@ class Planner:
             # Nothing to carry over: an inactive client or a cancelled order stays where it is.
             chunk.events.append(EventItem(source.side, entity, source.key, "unchanged"))
             return
-        rules = self._rules(entity, record if source.side == "erp" else None)
+        erp_record = record if source.side == "erp" else None
+        fields = self._create_fields(entity, erp_record, source.side)
+        payload = {name: record.get(name) for name in fields}
         # A new record carries every value its source has: the other system holds nothing yet
         # (an ERP-only client still needs its name in the CRM). Ownership decides later changes.
-        fields = [
-            name
-            for name, rule in rules.items()
-            if rule.shared or rule.owner == source.side or record.get(name) is not None
-        ]
-        payload = {name: record.get(name) for name in fields}
-        refs = self._references(conn, entity, record, target_side)
-        if isinstance(refs, str):
-            self._defer(chunk, summary, entity, source, refs)
+        for name in self._rules(entity, erp_record):
+            if name not in payload and record.get(name) is not None:
+                payload[name] = record[name]
+        references = self._references(refs, entity, record, target_side)
+        if isinstance(references, str):
+            self._defer(chunk, summary, entity, source, references)
             return
-        payload.update(refs)
+        payload.update(references)
         payload.update(
             {
                 f"{source.side}_id": source.key,
@@ -779,18 +1070,18 @@ class Planner:
                 source_key=source.key,
                 source_hash=source.content_hash,
             ),
-            source.label(),
+            source,
         )
         chunk.events.append(EventItem(source.side, entity, source.key, "created"))
 
     def _merge(  # noqa: PLR0917 - private step of one plan, called once
         self,
-        conn: Connection,
         entity: Entity,
         link: Link,
         crm: _Row,
         erp: _Row,
         decisions: dict[str, Any],
+        refs: _References,
         chunk: _Chunk,
         summary: PlanSummary,
     ) -> None:
@@ -849,13 +1140,13 @@ class Planner:
                 continue
             target_record = row.normalised or {}
             source_side = other_side(side)
-            refs = self._references(conn, entity, rows[source_side].normalised or {}, side)
-            if isinstance(refs, str):
-                self._defer(chunk, summary, entity, rows[source_side], refs)
+            references = self._references(refs, entity, rows[source_side].normalised or {}, side)
+            if isinstance(references, str):
+                self._defer(chunk, summary, entity, rows[source_side], references)
                 continue
             payload = {name: target_record.get(name) for name in rules}
             payload.update(writes)
-            payload.update(refs)
+            payload.update(references)
             payload.update(
                 {
                     "crm_id": crm.key,
@@ -886,7 +1177,7 @@ class Planner:
                     source_hash=rows[source_side].content_hash,
                     expected={name: row.raw.get(name) for name in writes},
                 ),
-                rows[source_side].label(),
+                rows[source_side],
             )
             kind = "updated" if kind == "unchanged" else kind
         echoes = {
@@ -958,19 +1249,79 @@ class Planner:
                 source_hash=deleted.content_hash,
                 expected={name: survivor.raw.get(name) for name in writes},
             ),
-            survivor.label(),
+            survivor,
         )
 
+    # -- references of documents -------------------------------------------------------------------
+
+    def _prefetch(self, conn: Connection, entity: Entity, rows: Sequence[_Row]) -> _References:
+        """The links and products the documents of ``rows`` may point at, in a few queries."""
+        refs = _References()
+        if entity not in HANDED_OFF:
+            return refs
+        wanted: dict[tuple[Entity, Side], set[str]] = defaultdict(set)
+        codes: set[str] = set()
+        for row in rows:
+            record = row.normalised or {}
+            references: tuple[tuple[Entity, str], ...] = (("client", "client"), ("order", "order"))
+            for ref_entity, prefix in references:
+                for side in SIDES:
+                    key = record.get(f"{prefix}_{side}_id")
+                    if key is not None:
+                        wanted[ref_entity, side].add(str(key))
+            if entity == "order":
+                codes.update(_product_codes(record))
+        for (ref_entity, side), keys in wanted.items():
+            refs.links[ref_entity, side] = self._links(conn, ref_entity, side, sorted(keys))
+        if codes:
+            for side in SIDES:
+                refs.products[side] = self._products_in(conn, side, sorted(codes))
+        return refs
+
+    def _products_in(self, conn: Connection, side: Side, codes: Sequence[str]) -> set[str]:
+        """Which of ``codes`` exist in ``side``: observed there, or written there by us.
+
+        A product of the other system counts once its link holds its id in ``side`` (the
+        create was applied), even before ``side`` is observed again.
+        """
+        other = other_side(side)
+        hint = self.ledger.index_hint("ix_observed_code_key")
+        found: set[str] = set()
+        for start in range(0, len(codes), 500):
+            part = codes[start : start + 500]
+            found.update(
+                row[0]
+                for row in self.ledger._select(
+                    conn,
+                    f"SELECT code_key FROM observed{hint} WHERE entity = ? "  # noqa: S608
+                    f"AND code_key IN ({marks(len(part))}) AND side = ? AND deleted_at IS NULL",
+                    ("product", *part, side),
+                )
+            )
+            found.update(
+                row[0]
+                for row in self.ledger._select(
+                    conn,
+                    f"SELECT o.code_key FROM observed o{hint} JOIN links l "  # noqa: S608
+                    f"ON l.entity = o.entity AND l.{other}_key = o.source_key "
+                    f"WHERE o.entity = ? AND o.code_key IN ({marks(len(part))}) "
+                    f"AND o.side = ? AND l.{side}_key IS NOT NULL",
+                    ("product", *part, other),
+                )
+            )
+        return found
+
     def _references(
-        self, conn: Connection, entity: Entity, record: dict[str, Any], target_side: Side
+        self, refs: _References, entity: Entity, record: dict[str, Any], target_side: Side
     ) -> dict[str, Any] | str:
         """The ids a document needs in ``target_side``: its client's, its order's.
 
-        Returns a sentence instead when one is not there yet (the record is then deferred).
+        Returns a sentence instead when one is not there yet (the record is then deferred):
+        its client, or for an order one of the products its lines name.
         """
         if entity not in HANDED_OFF:
             return {}
-        refs: dict[str, Any] = {}
+        result: dict[str, Any] = {}
         wanted: list[tuple[Entity, str, bool]] = [("client", "client", True)]
         if entity == "invoice":
             wanted.append(("order", "order", False))
@@ -979,24 +1330,31 @@ class Planner:
             source_key = record.get(f"{prefix}_{source_side}_id")
             target_key = record.get(f"{prefix}_{target_side}_id")
             if source_key is not None:
-                link = self._links(conn, ref_entity, source_side, [source_key]).get(source_key)
+                link = refs.links.get((ref_entity, source_side), {}).get(str(source_key))
                 target_key = link.key(target_side) if link is not None else None
             if target_key is None and required:
                 return (
                     f"waiting for {ref_entity} {source_side.upper()} {source_key} to exist "
                     f"in the {target_side.upper()}"
                 )
-            refs[f"{prefix}_{source_side}_id"] = source_key
-            refs[f"{prefix}_{target_side}_id"] = target_key
-        return refs
+            result[f"{prefix}_{source_side}_id"] = source_key
+            result[f"{prefix}_{target_side}_id"] = target_key
+        if entity == "order":
+            existing = refs.products.get(target_side, set())
+            for code in _product_codes(record):
+                if code not in existing:
+                    return f"waiting for product {code} to exist in the {target_side.upper()}"
+        return result
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
     def _queue(
-        self, chunk: _Chunk, summary: PlanSummary, operation: NewOperation, label: str
+        self, chunk: _Chunk, summary: PlanSummary, operation: NewOperation, source: _Row
     ) -> None:
         chunk.operations.append(operation)
         summary.sides[operation.side].count(operation.action)
+        if not summary.wants(operation.action):
+            return
         fields = ", ".join(operation.changed_fields) if operation.action == "update" else ""
         summary.note(
             PlanItem(
@@ -1004,7 +1362,7 @@ class Planner:
                 operation.action,
                 operation.entity,
                 operation.source_key,
-                f"{operation.action} {operation.entity} {label}"
+                f"{operation.action} {operation.entity} {source.label()}"
                 + (f" ({fields})" if fields else ""),
             )
         )
@@ -1015,7 +1373,8 @@ class Planner:
         chunk.done[row.side, row.key] = True
         chunk.events.append(EventItem(row.side, entity, row.key, "deferred", {"why": why}))
         summary.deferred += 1
-        summary.note(PlanItem(row.side, "deferral", entity, row.key, f"{row.label()}: {why}"))
+        if summary.wants("deferral"):
+            summary.note(PlanItem(row.side, "deferral", entity, row.key, f"{row.label()}: {why}"))
 
     def _write_chunk(self, conn: Connection, run_id: int, entity: Entity, chunk: _Chunk) -> None:
         now = utcnow()
@@ -1027,6 +1386,7 @@ class Planner:
                     sa.update(t.operations)
                     .where(
                         ops.link_id.in_(chunk.superseded_links[start : start + 500]),
+                        ops.status.in_(("pending", "in_flight")),
                         ops.action == "create",
                         ops.status == "pending",
                     )
@@ -1067,27 +1427,58 @@ class Planner:
             for review in chunk.reviews:
                 review.update(reason="same_name_postcode", status="open", created_at=now)
             conn.execute(self.ledger.insert(t.reviews).on_conflict_do_nothing(), chunk.reviews)
-        self.ledger.record_events(run_id, chunk.events, conn)
-        _write_flags(conn, entity, chunk.done.items())
-
-
-def _write_flags(
-    conn: Connection, entity: Entity, flags: Iterable[tuple[tuple[Side, str], bool]]
-) -> None:
-    """Mark records as planned (no longer pending), and deferred ones to be retried."""
-    observed = t.observed.c
-    rows = [{"s": side, "k": key, "d": deferred} for (side, key), deferred in flags]
-    if rows:
-        conn.execute(
-            sa.update(t.observed)
-            .where(
-                observed.side == sa.bindparam("s"),
-                observed.entity == entity,
-                observed.source_key == sa.bindparam("k"),
+        if chunk.duplicates:
+            conn.execute(
+                self.ledger.insert(t.duplicates).on_conflict_do_nothing(),
+                [
+                    {
+                        "entity": entity,
+                        "side": side,
+                        "first_key": first,
+                        "second_key": second,
+                        "reason": reason,
+                        "status": "open",
+                        "created_at": now,
+                        "run_id": run_id,
+                    }
+                    for side, first, second, reason in chunk.duplicates
+                ],
             )
-            .values(pending=False, deferred=sa.bindparam("d")),
-            rows,
+        self.ledger.record_events(run_id, chunk.events, conn)
+        self.ledger._update_many(
+            conn,
+            t.observed,
+            ("side", "entity", "source_key"),
+            ("pending", "deferred", "checked_run"),
+            [
+                (False, deferred, None, side, entity, key)
+                for (side, key), deferred in chunk.done.items()
+                if _unsettled(chunk, chunk.rows[side, key], deferred=deferred)
+            ],
         )
+
+
+def _unsettled(chunk: _Chunk, row: _Row, *, deferred: bool) -> bool:
+    """Whether ``row`` needs a write to be marked planned (deferred or not).
+
+    A record this plan checked is no longer pending already; it needs no second write unless
+    its deferral changes, or it is the other system's, whose pass would otherwise take it again.
+    """
+    return (
+        row.pending
+        or row.deferred != deferred
+        or (row.checked_run == chunk.run_id and row.side != chunk.side)
+    )
+
+
+def _product_codes(record: dict[str, Any]) -> list[str]:
+    """The product codes an order's lines name, as products are matched (upper case)."""
+    codes: list[str] = []
+    for line in record.get("lines") or ():
+        code = line.get("product_code") if isinstance(line, dict) else None
+        if code and code.upper() not in codes:
+            codes.append(code.upper())
+    return codes
 
 
 __all__ = ["HANDED_OFF", "MODELS", "PlanItem", "PlanSummary", "Planner", "SidePlan"]

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from coulisse.validation.names import company_name_key
 from coulisse.validation.reasons import Reason, Refusal
-from coulisse.validation.records import CheckedRecord, ValidationSettings, check_record
+from coulisse.validation.records import (
+    CheckedPlain,
+    CheckedRecord,
+    ValidationSettings,
+    check_plain,
+    check_record,
+)
 
 __all__ = [
+    "CheckedPlain",
     "CheckedRecord",
     "Reason",
     "Refusal",
     "ValidationSettings",
+    "check_plain",
     "check_record",
     "company_name_key",
 ]

@@ -1,8 +1,10 @@
 """Check and normalise one value: VAT, SIREN, SIRET, IBAN, e-mail, phone, country, currency.
 
 Each function returns the normalised value, or a :class:`Refusal` saying what is wrong in words
-a clerk understands. They are pure and deterministic (no DNS, no clock), so results are cached:
-the same phone number read from both systems is parsed once.
+a clerk understands. They are pure and deterministic (no DNS, no clock). Plain values take the
+fast paths of :mod:`coulisse.validation.fast` (same results, a tenth of the time); the others go
+to the libraries, whose results are cached: the same phone number read from both systems is
+parsed once.
 
 Example:
     >>> vat_number("fr 40 303 265 045")
@@ -30,6 +32,7 @@ from stdnum.exceptions import (
 from stdnum.fr import siren as stdnum_siren
 from stdnum.fr import siret as stdnum_siret
 
+from coulisse.validation import fast
 from coulisse.validation.reasons import Reason, Refusal
 
 #: Bounded so that memory stays flat; repeats (a client read from both systems) are close.
@@ -57,9 +60,13 @@ def _stdnum_refusal(
     return Refusal(codes["format"], field, f"{label} {value}: not a valid number")
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def vat_number(value: str) -> str | Refusal:
     """An EU VAT number in compact form with its country prefix (``FR40303265045``)."""
+    return fast.vat_fr(value) or _vat_number(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _vat_number(value: str) -> str | Refusal:
     try:
         return str(stdnum_vat.validate(value))
     except ValidationError as exc:
@@ -72,9 +79,13 @@ def vat_number(value: str) -> str | Refusal:
         return _stdnum_refusal(exc, label="VAT", field="vat", value=value.strip(), codes=codes)
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def siren_number(value: str) -> str | Refusal:
     """A French SIREN (9 digits, Luhn key) without spaces."""
+    return fast.siren(value) or _siren_number(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _siren_number(value: str) -> str | Refusal:
     try:
         return str(stdnum_siren.validate(value))
     except ValidationError as exc:
@@ -86,9 +97,13 @@ def siren_number(value: str) -> str | Refusal:
         return _stdnum_refusal(exc, label="SIREN", field="siren", value=value.strip(), codes=codes)
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def siret_number(value: str) -> str | Refusal:
     """A French SIRET (SIREN plus establishment number, 14 digits) without spaces."""
+    return fast.siret(value) or _siret_number(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _siret_number(value: str) -> str | Refusal:
     try:
         return str(stdnum_siret.validate(value))
     except ValidationError as exc:
@@ -115,18 +130,26 @@ def iban_number(value: str) -> str | Refusal:
         return _stdnum_refusal(exc, label="IBAN", field="iban", value=value.strip(), codes=codes)
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def email_address(value: str) -> str | Refusal:
     """An e-mail address checked for syntax only (no DNS: we must work offline)."""
+    return fast.email(value) or _email_address(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _email_address(value: str) -> str | Refusal:
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         return Refusal(Reason.EMAIL_INVALID, "email", f"E-mail {value.strip()}: {exc}")
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
 def phone_number(value: str, default_region: str) -> str | Refusal:
     """A phone number in E.164 (``+33123456789``); national numbers read in ``default_region``."""
+    return fast.phone(value, default_region) or _phone_number(value, default_region)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _phone_number(value: str, default_region: str) -> str | Refusal:
     try:
         parsed = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:

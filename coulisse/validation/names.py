@@ -35,6 +35,9 @@ def _longest_form() -> int:
 
 
 def _fold(text: str) -> str:
+    if text.isascii():
+        # What the general case gives for ASCII, at a fraction of its cost.
+        return text.lower().replace(".", "")
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(char for char in decomposed if not unicodedata.combining(char)).replace(".", "")
 

@@ -23,6 +23,7 @@ from coulisse.model.records import (
     Order,
     Product,
     Side,
+    _plain,
 )
 from coulisse.validation import fields
 from coulisse.validation.names import company_name_key
@@ -59,6 +60,23 @@ class ValidationSettings:
 
     #: Region for phone numbers written without a country prefix, when the record has no country.
     default_phone_region: str = "FR"
+
+
+_DEFAULTS = ValidationSettings()
+
+
+@dataclass(slots=True)
+class CheckedPlain:
+    """:class:`CheckedRecord` with the normalised record as plain data (``record.plain()``)."""
+
+    plain: dict[str, Any] | None
+    refusals: list[Refusal] = field(default_factory=list)
+    match_keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the record may be synchronised."""
+        return self.plain is not None and not self.refusals
 
 
 @dataclass(slots=True)
@@ -233,19 +251,15 @@ def _check_invoice(invoice: Invoice) -> tuple[dict[str, Any], list[Refusal], dic
     return updates, refusals, {}
 
 
-def check_record(
-    entity: Entity,
-    data: Mapping[str, Any],
-    side: Side,
-    settings: ValidationSettings | None = None,
-) -> CheckedRecord:
-    """Parse ``data`` as observed on ``side`` and return the normalised record and its refusals."""
-    settings = settings or ValidationSettings()
+def _check(
+    entity: Entity, data: Mapping[str, Any], side: Side, settings: ValidationSettings
+) -> tuple[CanonicalRecord | None, dict[str, Any], list[Refusal], dict[str, str]]:
+    """The parsed record, its normalised values, its refusals and its match keys."""
     model = MODELS[entity]
     try:
         record = model.model_validate(data)
     except ValidationError as exc:
-        return CheckedRecord(None, [_from_pydantic(error) for error in exc.errors()])
+        return None, {}, [_from_pydantic(error) for error in exc.errors()], {}
     refusals: list[Refusal] = []
     if record.source != side:
         refusals.append(
@@ -265,6 +279,43 @@ def check_record(
         assert isinstance(record, Invoice)
         updates, found, keys = _check_invoice(record)
     refusals.extend(found)
-    if updates:
+    return record, updates, refusals, keys
+
+
+def check_record(
+    entity: Entity,
+    data: Mapping[str, Any],
+    side: Side,
+    settings: ValidationSettings | None = None,
+) -> CheckedRecord:
+    """Parse ``data`` as observed on ``side`` and return the normalised record and its refusals."""
+    record, updates, refusals, keys = _check(entity, data, side, settings or _DEFAULTS)
+    if record is not None and updates:
         record = record.model_copy(update=updates)
     return CheckedRecord(record, refusals, keys)
+
+
+#: Values ``CanonicalRecord.plain`` keeps as they are (it only rewrites dates and nested parts).
+_PLAIN_TYPES = frozenset({str, bool, int, Decimal, type(None)})
+
+
+def check_plain(
+    entity: Entity,
+    data: Mapping[str, Any],
+    side: Side,
+    settings: ValidationSettings | None = None,
+) -> CheckedPlain:
+    """:func:`check_record` with the record as ``record.plain()`` gives it, made faster.
+
+    The planner stores the plain form only: building it straight from the parsed record (the
+    normalised values are text) saves a model copy and most of the conversion.
+    """
+    record, updates, refusals, keys = _check(entity, data, side, settings or _DEFAULTS)
+    if record is None:
+        return CheckedPlain(None, refusals, keys)
+    plain = {
+        name: value if type(value) in _PLAIN_TYPES else _plain(value)
+        for name, value in record.model_dump(mode="python").items()
+    }
+    plain.update(updates)
+    return CheckedPlain(plain, refusals, keys)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from typer.testing import CliRunner
 
-from coulisse.ledger import Ledger, ObservedRecord
+from coulisse.ledger import EventItem, Ledger, ObservedRecord
 from coulisse.planner import Planner, PlanSummary
 from coulisse.planner.cli import app
 from coulisse.policy import SyncPolicy
@@ -301,6 +301,9 @@ def test_a_client_deleted_in_the_crm_is_deactivated_in_the_erp(sqlite_ledger: Le
 
 def test_an_order_waits_for_its_client_to_exist_in_the_erp(sqlite_ledger: Ledger) -> None:
     world = World(sqlite_ledger)
+    # The catalogue is the ERP's: the product the order's line names is already there.
+    world.put("erp", "product", "p1", code="BAGUETTE", name="Baguette")
+    world.observe("erp", "product")
     world.put("crm", "client", "a1", **DUPONT)
     world.put(
         "crm",
@@ -408,3 +411,223 @@ def test_plan_command_prints_the_plan_per_system(sqlite_url: str) -> None:
     assert plan["quarantined"] == 1
     result = runner.invoke(app, ["--ledger-url", sqlite_url, "--dry-run", "--json"])
     assert json.loads(result.output)["systems"]["erp"]["creates"] == 0
+
+
+# -- orders wait for their products ---------------------------------------------------------------
+
+
+def _order_with_a_baguette(world: World) -> None:
+    world.put("crm", "client", "a1", **DUPONT)
+    world.put(
+        "crm",
+        "order",
+        "d1",
+        client_crm_id="a1",
+        state="draft",
+        currency="EUR",
+        lines=[
+            {"product_code": "baguette", "quantity": "10", "unit_price": "1.20"},
+            {"description": "Delivery", "quantity": "1", "unit_price": "5.00"},
+        ],
+    )
+    world.observe("crm")
+    world.observe("crm", "order")
+
+
+def test_an_order_waits_for_its_products_to_exist_in_the_erp(ledger: Ledger) -> None:
+    world = World(ledger)
+    _order_with_a_baguette(world)
+    world.plan()
+    world.apply("erp")
+    # The client is in the ERP now, the product is nowhere: the order still waits.
+    summary = world.plan()
+    assert summary.deferred == 1
+    assert ledger.count_operations(side="erp", status="pending") == 0
+    (item,) = [item for item in summary.items if item.kind == "deferral"]
+    assert item.text == "d1: waiting for product BAGUETTE to exist in the ERP"
+    # The ERP's catalogue gets the product (codes compare in upper case): the order goes.
+    world.put("erp", "product", "p7", code="BAGUETTE", name="Baguette")
+    world.observe("erp", "product")
+    summary = world.plan()
+    assert summary.sides["erp"].creates == 1
+    (operation,) = ledger.pending_operations("erp", entity="order")
+    assert [line["product_code"] for line in operation.payload["lines"]] == ["baguette", None]
+
+
+def test_an_order_waits_until_its_product_is_created_in_the_erp(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    # A product the CRM has and the ERP not yet: planned for the ERP in the same plan.
+    world.put("crm", "product", "cp1", code="BAGUETTE", name="Baguette")
+    world.observe("crm", "product")
+    _order_with_a_baguette(world)
+    summary = world.plan()
+    assert summary.sides["erp"].creates == 2  # the client and the product
+    assert summary.deferred == 1
+    world.apply("erp")
+    # Applied: the product's link holds its ERP id, before the ERP is even observed again.
+    summary = world.plan()
+    assert summary.deferred == 0
+    (operation,) = sqlite_ledger.pending_operations("erp", entity="order")
+    assert operation.action == "create"
+
+
+def test_an_order_without_products_only_waits_for_its_client(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    world.put("crm", "client", "a1", **DUPONT)
+    world.put(
+        "crm",
+        "order",
+        "d1",
+        client_crm_id="a1",
+        state="draft",
+        lines=[{"description": "Consulting", "quantity": "2", "unit_price": "300.00"}],
+    )
+    world.observe("crm")
+    world.observe("crm", "order")
+    world.plan()
+    world.apply("erp")
+    assert world.plan().sides["erp"].creates == 1
+
+
+# -- two records of one system sharing an identifier ----------------------------------------------
+
+DUPONT_BIS = {**DUPONT, "name": "Dupont Traiteur", "billing_postal_code": "75011"}
+
+
+def test_two_crm_clients_sharing_a_vat_wait_for_a_person(ledger: Ledger) -> None:
+    world = World(ledger)
+    world.put("crm", "client", "a1", **DUPONT)
+    world.put("crm", "client", "a2", **DUPONT_BIS)
+    world.observe("crm")
+    summary = world.plan()
+    assert summary.reviews == 1
+    assert summary.deferred == 2
+    assert summary.sides["erp"].creates == 0
+    assert ledger.count_links() == 0
+    (duplicate,) = ledger.duplicates()
+    assert (duplicate.side, duplicate.first_key, duplicate.second_key, duplicate.reason) == (
+        "crm",
+        "a1",
+        "a2",
+        "same_vat",
+    )
+    # Still waiting at the next plan, without a second review item.
+    summary = world.plan()
+    assert (summary.reviews, summary.deferred, summary.sides["erp"].creates) == (0, 2, 0)
+    # Two establishments of one company: both go to the ERP.
+    ledger.decide_duplicate(duplicate.id, same=False)
+    summary = world.plan()
+    assert summary.sides["erp"].creates == 2
+    assert ledger.duplicates() == []
+
+
+def test_an_erp_client_sharing_a_vat_with_two_crm_clients_is_linked_to_neither(
+    ledger: Ledger,
+) -> None:
+    world = World(ledger)
+    world.put("crm", "client", "a1", **DUPONT)
+    world.put("crm", "client", "a2", **DUPONT_BIS)
+    world.put("erp", "client", "42", name="DUPONT", vat="FR40303265045")
+    world.observe("crm")
+    world.observe("erp")
+    summary = world.plan()
+    assert summary.linked == 0
+    assert summary.sides["crm"].total == summary.sides["erp"].total == 0
+    assert summary.deferred == 3
+    deferrals = {item.key: item.text for item in summary.items if item.kind == "deferral"}
+    assert deferrals["42"].endswith(
+        "CRM clients a1, a2 share its VAT FR40303265045: waiting for review"
+    )
+    (duplicate,) = ledger.duplicates()
+    ledger.decide_duplicate(duplicate.id, same=False)
+    summary = world.plan()
+    # The first links to the ERP's client by VAT; the other is a client of its own.
+    assert summary.linked == 1
+    assert ledger.links_for("client", "crm", ["a1"])["a1"].erp_key == "42"
+    assert summary.sides["erp"].creates == 1
+
+
+def test_a_crm_client_sharing_a_siren_with_two_erp_clients_is_linked_to_neither(
+    sqlite_ledger: Ledger,
+) -> None:
+    world = World(sqlite_ledger)
+    world.put("crm", "client", "a1", **DUPONT)
+    world.put("erp", "client", "42", name="Dupont", vat="FR40303265045")
+    world.put("erp", "client", "43", name="Dupont Lyon", siren="303 265 045")
+    world.observe("crm")
+    world.observe("erp")
+    summary = world.plan()
+    assert summary.linked == 0
+    assert summary.sides["crm"].total == summary.sides["erp"].total == 0
+    (duplicate,) = sqlite_ledger.duplicates()
+    assert (duplicate.side, duplicate.reason) == ("erp", "same_siren")
+    # One client entered twice in the ERP: held until the ERP is cleaned up.
+    sqlite_ledger.decide_duplicate(duplicate.id, same=True)
+    assert world.plan().sides["crm"].total == 0
+    del world.systems["erp"]["client"]["43"]
+    world.observe("erp", full_scan=True)
+    summary = world.plan()
+    assert sqlite_ledger.links_for("client", "crm", ["a1"])["a1"].erp_key == "42"
+
+
+def test_a_new_duplicate_of_a_linked_client_waits_and_the_client_carries_on(
+    sqlite_ledger: Ledger,
+) -> None:
+    world = World(sqlite_ledger)
+    _linked_pair(world)
+    world.put("crm", "client", "a2", **DUPONT_BIS)
+    world.put("crm", "client", "a1", email="compta@boulangerie-dupont.fr")
+    world.observe("crm")
+    summary = world.plan()
+    assert summary.reviews == 1
+    assert summary.sides["erp"].creates == 0
+    # The linked client's change still reaches the ERP.
+    (operation,) = sqlite_ledger.pending_operations("erp")
+    assert (operation.source_key, operation.changed_fields) == ("a1", ["email"])
+
+
+def test_events_of_one_record_in_one_statement_are_folded(ledger: Ledger) -> None:
+    run = ledger.start_run("plan")
+    ledger.record_events(
+        run,
+        [
+            EventItem("crm", "client", "a1", "deferred", {"why": "x"}),
+            EventItem("crm", "client", "a1", "unchanged"),
+            EventItem("crm", "client", "a2", "unchanged"),
+            EventItem("crm", "client", "a2", "updated"),
+        ],
+    )
+    assert ledger.events(run) == {
+        ("crm", "client", "a1"): "deferred",
+        ("crm", "client", "a2"): "updated",
+    }
+
+
+def test_an_idle_plan_checks_and_writes_nothing(ledger: Ledger) -> None:
+    world = World(ledger)
+    _linked_pair(world)
+    world.observe("crm")
+    world.observe("erp")
+    summary = world.plan()
+    assert summary.is_empty
+    assert summary.checked == 0
+    assert summary.deferred == 0
+
+
+def test_duplicates_are_found_across_chunks(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    world.planner = Planner(sqlite_ledger, chunk_size=2)
+    for number in range(1, 6):
+        world.put("crm", "client", f"a{number}", name=f"Client {number}", siren=_SIRENS[number])
+    world.put("crm", "client", "a5", name="Client 5 bis", siren=_SIRENS[1])
+    world.observe("crm")
+    summary = world.plan()
+    assert summary.reviews == 1
+    assert summary.sides["erp"].creates == 3
+    assert {item.key for item in summary.items if item.kind == "deferral"} == {"a1", "a5"}
+    (duplicate,) = sqlite_ledger.duplicates()
+    assert (duplicate.first_key, duplicate.second_key) == ("a1", "a5")
+
+
+#: Valid SIRENs (Luhn), by client number.
+_SIRENS = {1: "303265045", 2: "732829320", 3: "552100554", 4: "542065479", 5: "443061841"}

@@ -249,7 +249,7 @@ def test_a_probable_duplicate_waits_for_a_person_then_is_linked(live: LiveStack,
     sync(("client",))
     runner = CliRunner()
     listed = json.loads(runner.invoke(app, ["links", "review", "--json"]).output)
-    (item,) = [r for r in listed if r["crm_key"] == account_id]
+    (item,) = [r for r in listed["twins"] if r["crm_key"] == account_id]
     assert item["erp_key"] == str(party_id)
     assert not erp.search("party.identifier", [("code", "=", crm_reference(account_id))]), (
         "a probable duplicate is never created on the other side while it waits"
