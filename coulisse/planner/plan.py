@@ -754,6 +754,15 @@ class Planner:
                 for row in rows
                 if row.key not in pairs and row.key not in held and row.match["name_key"]
             ]
+            # A record already waiting for review keeps waiting, even when its twin has been
+            # linked to another record since (it is then no longer a candidate below): creating
+            # it in the other system meanwhile would make the duplicate a person must rule on.
+            reviewed = self._review_states(conn, entity, side, [row.key for row in waiting])
+            open_reviews = {own for (own, _twin), state in reviewed.items() if state == "open"}
+            for row in waiting:
+                if row.key in open_reviews:
+                    held[row.key] = "probable duplicate waiting for review"
+            waiting = [row for row in waiting if row.key not in held]
             if waiting:
                 found = self._candidates(
                     conn,

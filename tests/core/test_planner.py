@@ -180,6 +180,29 @@ def test_same_name_and_postcode_waits_for_a_person(sqlite_ledger: Ledger) -> Non
     assert summary.sides["erp"].creates == 0
 
 
+def test_a_record_under_review_waits_even_once_its_twin_is_linked_elsewhere(
+    sqlite_ledger: Ledger,
+) -> None:
+    """Seen in bench/clients.py: the ERP twin got linked by VAT to another CRM record, so it
+    was no longer a candidate, and the record under review was created in the ERP."""
+    world = World(sqlite_ledger)
+    world.put("crm", "client", "a1", name="Menuiserie Martin SAS", billing_postal_code="69002")
+    world.put("erp", "client", "57", name="MENUISERIE MARTIN", billing_postal_code="69002")
+    world.observe("crm")
+    world.observe("erp")
+    assert world.plan().reviews == 1
+    # The same company, entered again in the CRM with its VAT: it links to the ERP client.
+    world.put("erp", "client", "57", vat="FR40303265045")
+    world.put("crm", "client", "b2", name="Menuiserie Martin", vat="FR40303265045")
+    world.observe("crm")
+    world.observe("erp")
+    summary = world.plan()
+    assert sqlite_ledger.links_for("client", "crm", ["b2"])["b2"].erp_key == "57"
+    assert summary.sides["erp"].creates == 0, "a1 still waits for a person"
+    assert world.plan().sides["erp"].creates == 0
+    assert [r.crm_key for r in sqlite_ledger.reviews()] == ["a1"]
+
+
 def test_different_clients_with_the_same_name_are_both_kept(sqlite_ledger: Ledger) -> None:
     world = World(sqlite_ledger)
     world.put("crm", "client", "a1", name="Garage Central", billing_postal_code="69002")
