@@ -18,7 +18,7 @@ from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
 from coulisse.stack.locks import prepare_lock
 from coulisse.stack.process import ManagedProcess, http_answers, port_in_use, run_checked
-from coulisse.stack.python312 import find_python312
+from coulisse.stack.pythons import find_python312
 
 if TYPE_CHECKING:
     from coulisse.stack.layout import StackLayout

@@ -8,8 +8,6 @@ import os
 import secrets
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
 from coulisse.stack.locks import prepare_lock
 from coulisse.stack.process import ManagedProcess, port_in_use, run_checked
+from coulisse.stack.pythons import find_python311
 from coulisse.tryton.rpc import TrytonClient, TrytonError
 
 if TYPE_CHECKING:
@@ -80,47 +79,6 @@ def prepared_stamp() -> str:
     for name in PREPARE_SCRIPTS:
         digest.update((SCRIPTS_DIR / name).read_bytes())
     return digest.hexdigest()[:12]
-
-
-def _python_works(candidate: str) -> bool:
-    try:
-        result = subprocess.run(
-            [candidate, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 11))"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and result.stdout.strip() == "True"
-
-
-def find_python311() -> str:
-    """A working Python 3.11 with venv for Tryton, or a StackError saying how to get one."""
-    explicit = os.environ.get("COULISSE_PYTHON311")
-    if explicit:
-        if _python_works(explicit):
-            return explicit
-        raise StackError(
-            f"COULISSE_PYTHON311={explicit} is not a working Python 3.11 with venv. Point it at "
-            "one, or unset it to let Coulisse search."
-        )
-    candidates = [found for found in (shutil.which("python3.11"),) if found]
-    if sys.version_info[:2] == (3, 11):
-        candidates.append(sys.executable)
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(str(p) for p in pyenv_root.glob("versions/3.11*/bin/python3.11"))
-    candidates += ["/usr/bin/python3.11", "/usr/local/bin/python3.11"]
-    for candidate in candidates:
-        if Path(candidate).exists() and _python_works(candidate):
-            return candidate
-    raise StackError(
-        "Tryton 8.2 runs in its own Python 3.11 virtualenv, and no Python 3.11 was found "
-        "(looked at python3.11 on PATH, pyenv versions, /usr/bin). Install it (e.g. "
-        "`apt-get install python3.11-venv` or `pyenv install 3.11`), or set "
-        "COULISSE_PYTHON311=/path/to/python3.11."
-    )
 
 
 class ErpStack:

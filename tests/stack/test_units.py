@@ -17,7 +17,7 @@ from coulisse.bottlecrm.client import BottleCrmClient, CrmApiError, CrmUnavailab
 from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
 from coulisse.stack.layout import StackLayout
-from coulisse.stack.python312 import find_python312
+from coulisse.stack.pythons import find_python312
 from coulisse.stack.seed_data import SAMPLE_CATALOGUE, build_seed_data
 from coulisse.stack.settings import StackSettings
 
