@@ -136,9 +136,15 @@ def test_changes_flow_both_ways_and_deletes_deactivate(live: LiveStack, first_sy
         },
     )["id"]
     # Its invoice address corrected by accounting in the ERP, for a client already linked.
-    linked = next(a for a in _accounts(crm) if (a.get("custom_fields") or {}).get("erp_ref"))
-    party_id = int(linked["custom_fields"]["erp_ref"])
-    (address,) = erp.search_read("party.address", [("party", "=", party_id)], ["id"], limit=1)
+    by_party = {
+        int(a["custom_fields"]["erp_ref"]): a
+        for a in _accounts(crm)
+        if a["is_active"] and (a.get("custom_fields") or {}).get("erp_ref")
+    }
+    address = erp.search_read(
+        "party.address", [("party", "in", list(by_party))], ["id", "party"], limit=1
+    )[0]
+    linked = by_party[address["party"]]
     erp.write("party.address", [address["id"]], {"street": "12 quai Saint-Antoine"})
     # A client deleted in the CRM.
     doomed = next(
