@@ -7,6 +7,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from stdnum import luhn
+from stdnum.fr import siren as siren_number
 
 from coulisse.ledger import Ledger
 from coulisse.project import ledger_url
@@ -120,7 +122,12 @@ def test_a_second_run_with_no_change_writes_nothing(live: LiveStack, first_sync)
 
 def test_changes_flow_both_ways_and_deletes_deactivate(live: LiveStack, first_sync):
     crm, erp = live.stack.crm.client(), live.stack.erp.client()
-    # A new client typed in the CRM.
+    # A new client typed in the CRM, with identifiers no other test has used (the target tests
+    # write fixed ones into the same live systems).
+    body = f"{uuid.uuid4().int % 90_000_000 + 10_000_000}"
+    siren = body + luhn.calc_check_digit(body)
+    vat = str(siren_number.to_tva(siren))
+    vat = vat if vat.startswith("FR") else f"FR{vat}"
     name = f"Ferronnerie Nouvelle {uuid.uuid4().hex[:6]} SARL"
     new_id = crm.post(
         "accounts/",
@@ -132,7 +139,7 @@ def test_changes_flow_both_ways_and_deletes_deactivate(live: LiveStack, first_sy
             "postcode": "69002",
             "city": "Lyon",
             "country": "FR",
-            "custom_fields": {"vat": "FR40303265045", "siren": "303265045"},
+            "custom_fields": {"vat": vat, "siren": siren},
         },
     )["id"]
     # Its invoice address corrected by accounting in the ERP, for a client already linked.
