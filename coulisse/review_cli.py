@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from coulisse.project import ConfigError, ledger_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 links_app = typer.Typer(
     help="Links between CRM and ERP records, and the probable duplicates waiting for review.",
@@ -88,6 +91,22 @@ def review(
         console.print(table)
 
 
+def _settle(decision: Callable[[Any], None]) -> None:
+    """Record a person's decision on the ledger; a closed or unknown id exits 1."""
+    from coulisse.ledger import LedgerError
+
+    ledger = _ledger()
+    try:
+        decision(ledger)
+    except LedgerError as exc:
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {exc}. `coulisse links review` lists the open ones."
+        )
+        raise typer.Exit(code=1) from exc
+    finally:
+        ledger.close()
+
+
 @links_app.command("decide")
 def decide(
     review_id: Annotated[int, typer.Argument(help="The id shown by `coulisse links review`.")],
@@ -100,18 +119,7 @@ def decide(
     ],
 ) -> None:
     """Settle one probable duplicate; the next sync acts on it."""
-    from coulisse.ledger import LedgerError
-
-    ledger = _ledger()
-    try:
-        ledger.decide_review(review_id, same=same)
-    except LedgerError as exc:
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {exc}. `coulisse links review` lists the open ones."
-        )
-        raise typer.Exit(code=1) from exc
-    finally:
-        ledger.close()
+    _settle(lambda ledger: ledger.decide_review(review_id, same=same))
     console.print(f"review {review_id}: {'linked' if same else 'kept apart'}; next sync applies it")
 
 
@@ -128,18 +136,7 @@ def decide_duplicate(
     ],
 ) -> None:
     """Settle two records of one system that share a VAT or SIREN."""
-    from coulisse.ledger import LedgerError
-
-    ledger = _ledger()
-    try:
-        ledger.decide_duplicate(duplicate_id, same=same)
-    except LedgerError as exc:
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {exc}. `coulisse links review` lists the open ones."
-        )
-        raise typer.Exit(code=1) from exc
-    finally:
-        ledger.close()
+    _settle(lambda ledger: ledger.decide_duplicate(duplicate_id, same=same))
     console.print(
         f"duplicate {duplicate_id}: "
         + ("one client twice; remove the extra record in its system" if same else "two clients")
