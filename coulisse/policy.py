@@ -107,6 +107,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "default_owner": "crm",
         "fields": {
             "number": "erp",
+            "state": "erp",
+            "shipment_state": "erp",
+            "invoice_state": "erp",
             "untaxed_amount": "erp",
             "tax_amount": "erp",
             "total_amount": "erp",

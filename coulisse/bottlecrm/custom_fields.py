@@ -41,8 +41,8 @@ ORDER_STATES = (
 
 INVOICE_STATES = (
     ("draft", "Draft"),
-    ("validated", "Validated"),
     ("posted", "Posted"),
+    ("partially_paid", "Partially paid"),
     ("paid", "Paid"),
     ("cancelled", "Cancelled"),
 )
@@ -88,11 +88,13 @@ class CustomFieldReport:
 
     created: list[str] = field(default_factory=list)
     reactivated: list[str] = field(default_factory=list)
+    #: Dropdowns that lacked some of Coulisse's values (added; an admin's own values kept).
+    extended: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.reactivated)
+        return bool(self.created or self.reactivated or self.extended)
 
 
 def _name(spec: CustomField) -> str:
@@ -144,9 +146,40 @@ def ensure_custom_fields(
                 body["options"] = [{"value": v, "label": label} for v, label in spec.options]
             client.post("custom-fields/", body)
             report.created.append(_name(spec))
-        elif not row.get("is_active", True):
-            client.put(f"custom-fields/{row['id']}/", {"is_active": True})
-            report.reactivated.append(_name(spec))
         else:
-            report.present.append(_name(spec))
+            update: dict[str, object] = {}
+            if not row.get("is_active", True):
+                update["is_active"] = True
+                report.reactivated.append(_name(spec))
+            options = _missing_options(spec, row)
+            if options:
+                update["options"] = options
+                report.extended.append(_name(spec))
+            if update:
+                client.put(f"custom-fields/{row['id']}/", update)
+            else:
+                report.present.append(_name(spec))
     return report
+
+
+def _missing_options(spec: CustomField, row: dict[str, object]) -> list[dict[str, str]] | None:
+    """The dropdown's options with Coulisse's missing values added, or None if none is missing.
+
+    Values are only ever added: a record may hold a value an admin added, and dropping it from
+    the list would make that record invalid.
+    """
+    if spec.field_type != "dropdown":
+        return None
+    raw = row.get("options")
+    existing = (
+        [dict(option) for option in raw if isinstance(option, dict)]
+        if isinstance(raw, list)
+        else []
+    )
+    values = {str(option.get("value")) for option in existing}
+    missing = [{"value": v, "label": label} for v, label in spec.options if v not in values]
+    if not missing:
+        return None
+    return [
+        {"value": str(o.get("value")), "label": str(o.get("label"))} for o in existing
+    ] + missing

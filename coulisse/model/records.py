@@ -170,8 +170,15 @@ class Order(CanonicalRecord):
 
     client_crm_id: Text = None
     client_erp_id: Text = None
+    #: The deal's name; the sale's description in the ERP.
+    name: Text = None
     number: Text = None
     state: OrderState | None = None
+    #: The ERP's progress words, mirrored as they are: Tryton's ``shipment_state`` (none,
+    #: waiting, partially shipped, sent, exception) and ``invoice_state`` (none, waiting,
+    #: partially paid, paid, exception).
+    shipment_state: Text = None
+    invoice_state: Text = None
     order_date: OptionalDate = None
     currency: Text = None
     lines: list[OrderLine] = Field(default_factory=list)
@@ -233,6 +240,8 @@ class Invoice(CanonicalRecord):
     tax_amount: OptionalAmount = None
     total_amount: OptionalAmount = None
     amount_due: OptionalAmount = None
+    #: Due before today and not fully paid (the ERP's reading; the calendar changes it).
+    overdue: bool | None = None
     payments: list[Payment] = Field(default_factory=list)
 
 

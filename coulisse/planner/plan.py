@@ -66,6 +66,20 @@ HANDED_OFF: dict[Entity, frozenset[str]] = {
     "invoice": frozenset({"posted", "partially_paid", "paid", "cancelled"}),
 }
 _REFUSED = (Reason.REFUSED_BY_CRM.value, Reason.REFUSED_BY_ERP.value)
+#: Which systems a record created in the other one may be created in. The catalogue is the
+#: ERP's; a won deal becomes a sale, never a sale a deal; invoices go both ways (see
+#: ``_may_create``).
+_CREATED_IN: dict[Entity, frozenset[Side]] = {
+    "client": frozenset({"crm", "erp"}),
+    "product": frozenset({"crm"}),
+    "order": frozenset({"erp"}),
+    "invoice": frozenset({"crm", "erp"}),
+}
+#: ERP invoice states the CRM mirrors: posted ones (a draft may still change or vanish).
+_MIRRORED_INVOICE_STATES = frozenset({"posted", "partially_paid", "paid"})
+#: Reasons the reconcile pass (not validation) holds a record back for; released once they no
+#: longer hold.
+_HELD_REASONS = (Reason.PRODUCT_UNKNOWN.value, Reason.INVOICE_OF_SALE.value)
 #: From this many records checked (then reconciled) in a plan, PostgreSQL's statistics are
 #: refreshed: a first plan fills tables whose statistics say they are empty.
 _ANALYZE_AFTER = 1000
@@ -257,6 +271,29 @@ def _row(db_row: Any) -> _Row:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """Why a document cannot be written yet; with a reason, a person must act (quarantine)."""
+
+    why: str
+    reason: Reason | None = None
+    field: str | None = None
+
+
+def _may_create(entity: Entity, record: dict[str, Any], target_side: Side) -> bool:
+    """Whether a record of the other system is created in ``target_side`` at all.
+
+    An ERP invoice reaches the CRM once posted; a CRM invoice reaches the ERP only as a draft
+    for a clerk to check (an invoice the advisor already sent from the CRM is not re-issued).
+    """
+    if target_side not in _CREATED_IN[entity]:
+        return False
+    if entity == "invoice":
+        state = record.get("state")
+        return state in _MIRRORED_INVOICE_STATES if target_side == "crm" else state == "draft"
+    return True
+
+
 @dataclass(slots=True)
 class _Chunk:
     """What one chunk of the reconcile pass will write."""
@@ -275,6 +312,9 @@ class _Chunk:
     duplicates: list[tuple[Side, str, str, str]] = field(default_factory=list)
     superseded_links: list[int] = field(default_factory=list)
     done: dict[tuple[Side, str], bool] = field(default_factory=dict)
+    #: Records held back by the reconcile pass (an unknown product...), and those it releases.
+    held: list[QuarantineItem] = field(default_factory=list)
+    unheld: list[tuple[Side, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -1040,8 +1080,13 @@ class Planner:
         assert source.normalised is not None
         target_side = other_side(source.side)
         record = source.normalised
-        if record.get("active") is False or record.get("state") == "cancelled":
-            # Nothing to carry over: an inactive client or a cancelled order stays where it is.
+        if (
+            record.get("active") is False
+            or record.get("state") == "cancelled"
+            or not _may_create(entity, record, target_side)
+        ):
+            # Nothing to carry over: an inactive client or a cancelled order stays where it is,
+            # and so does what only flows the other way (a CRM product, an ERP draft invoice).
             chunk.events.append(EventItem(source.side, entity, source.key, "unchanged"))
             return
         erp_record = record if source.side == "erp" else None
@@ -1053,9 +1098,10 @@ class Planner:
             if name not in payload and record.get(name) is not None:
                 payload[name] = record[name]
         references = self._references(refs, entity, record, target_side)
-        if isinstance(references, str):
-            self._defer(chunk, summary, entity, source, references)
+        if isinstance(references, _Held):
+            self._hold(chunk, summary, entity, source, references)
             return
+        self._unhold(chunk, source)
         payload.update(references)
         payload.update(
             {
@@ -1150,9 +1196,10 @@ class Planner:
             target_record = row.normalised or {}
             source_side = other_side(side)
             references = self._references(refs, entity, rows[source_side].normalised or {}, side)
-            if isinstance(references, str):
-                self._defer(chunk, summary, entity, rows[source_side], references)
+            if isinstance(references, _Held):
+                self._hold(chunk, summary, entity, rows[source_side], references)
                 continue
+            self._unhold(chunk, rows[source_side])
             payload = {name: target_record.get(name) for name in rules}
             payload.update(writes)
             payload.update(references)
@@ -1322,11 +1369,13 @@ class Planner:
 
     def _references(
         self, refs: _References, entity: Entity, record: dict[str, Any], target_side: Side
-    ) -> dict[str, Any] | str:
+    ) -> dict[str, Any] | _Held:
         """The ids a document needs in ``target_side``: its client's, its order's.
 
-        Returns a sentence instead when one is not there yet (the record is then deferred):
-        its client, or for an order one of the products its lines name.
+        Returns why not instead (the record is then deferred): its client is not there yet;
+        for an order, a product its lines name is not in the ERP's catalogue (a person must
+        act: quarantined too); for a CRM draft invoice, its deal already has an ERP sale,
+        whose own invoice would bill the client twice (quarantined).
         """
         if entity not in HANDED_OFF:
             return {}
@@ -1342,7 +1391,7 @@ class Planner:
                 link = refs.links.get((ref_entity, source_side), {}).get(str(source_key))
                 target_key = link.key(target_side) if link is not None else None
             if target_key is None and required:
-                return (
+                return _Held(
                     f"waiting for {ref_entity} {source_side.upper()} {source_key} to exist "
                     f"in the {target_side.upper()}"
                 )
@@ -1351,8 +1400,30 @@ class Planner:
         if entity == "order":
             existing = refs.products.get(target_side, set())
             for code in _product_codes(record):
-                if code not in existing:
-                    return f"waiting for product {code} to exist in the {target_side.upper()}"
+                if code in existing:
+                    continue
+                if target_side == "erp":
+                    return _Held(
+                        f"product {code} is not in the ERP catalogue: add it in the ERP or "
+                        "change the deal's line; the order is sent once it is there",
+                        Reason.PRODUCT_UNKNOWN,
+                        "lines",
+                    )
+                return _Held(f"waiting for product {code} to exist in the {target_side.upper()}")
+        if (
+            entity == "invoice"
+            and target_side == "erp"
+            and record.get("state") == "draft"
+            and record.get("erp_id") is None
+            and result.get("order_erp_id") is not None
+        ):
+            return _Held(
+                f"its deal already has ERP sale {result['order_erp_id']}, whose own invoice "
+                "bills the client: delete this CRM draft (the ERP invoice will appear in the "
+                "CRM once posted)",
+                Reason.INVOICE_OF_SALE,
+                "order",
+            )
         return result
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -1375,6 +1446,31 @@ class Planner:
                 + (f" ({fields})" if fields else ""),
             )
         )
+
+    def _hold(
+        self, chunk: _Chunk, summary: PlanSummary, entity: Entity, row: _Row, held: _Held
+    ) -> None:
+        """Defer ``row`` (it is planned again every run) and quarantine it if a person must act."""
+        self._defer(chunk, summary, entity, row, held.why)
+        if held.reason is not None:
+            summary.quarantined += 1
+            chunk.held.append(
+                QuarantineItem(
+                    side=row.side,
+                    entity=entity,
+                    source_key=row.key,
+                    reason=held.reason.value,
+                    field=held.field,
+                    message=f"{entity.capitalize()} {row.label()}: {held.why}",
+                    content_hash=row.content_hash,
+                )
+            )
+
+    @staticmethod
+    def _unhold(chunk: _Chunk, row: _Row) -> None:
+        """``row`` goes ahead: what held it back last time no longer does."""
+        if row.deferred:
+            chunk.unheld.append((row.side, row.key))
 
     def _defer(
         self, chunk: _Chunk, summary: PlanSummary, entity: Entity, row: _Row, why: str
@@ -1454,6 +1550,11 @@ class Planner:
                 ],
             )
         self.ledger.record_events(run_id, chunk.events, conn)
+        self.ledger.quarantine(run_id, chunk.held, conn)
+        for side in SIDES:
+            keys = [key for key_side, key in chunk.unheld if key_side == side]
+            if keys:
+                self.ledger._release(conn, side, entity, keys, reasons=_HELD_REASONS)
         self.ledger._update_many(
             conn,
             t.observed,

@@ -38,6 +38,10 @@ class Reason(StrEnum):
     AMOUNT_DUE_ABOVE_TOTAL = "amount_due_above_total"
     CLIENT_MISSING = "client_missing"
     WRONG_SOURCE = "wrong_source"
+    #: An order line names a product the ERP's catalogue does not have.
+    PRODUCT_UNKNOWN = "product_unknown"
+    #: A CRM draft invoice for a deal whose ERP sale makes its own invoice.
+    INVOICE_OF_SALE = "invoice_of_sale"
     #: The system itself refused our write (Tryton's own VAT check, a CRM 400...).
     REFUSED_BY_CRM = "refused_by_crm"
     REFUSED_BY_ERP = "refused_by_erp"

@@ -457,41 +457,50 @@ def _order_with_a_baguette(world: World) -> None:
     world.observe("crm", "order")
 
 
-def test_an_order_waits_for_its_products_to_exist_in_the_erp(ledger: Ledger) -> None:
+def test_an_order_naming_a_product_the_erp_lacks_waits_in_quarantine(ledger: Ledger) -> None:
     world = World(ledger)
     _order_with_a_baguette(world)
     world.plan()
     world.apply("erp")
-    # The client is in the ERP now, the product is nowhere: the order still waits.
+    # The client is in the ERP now, the product is nowhere: the order waits, and a person
+    # sees why (the catalogue is the ERP's: nothing else will bring the product).
     summary = world.plan()
     assert summary.deferred == 1
     assert ledger.count_operations(side="erp", status="pending") == 0
     (item,) = [item for item in summary.items if item.kind == "deferral"]
-    assert item.text == "d1: waiting for product BAGUETTE to exist in the ERP"
-    # The ERP's catalogue gets the product (codes compare in upper case): the order goes.
+    assert item.text.startswith("d1: product BAGUETTE is not in the ERP catalogue")
+    (held,) = ledger.quarantined(entity="order")
+    assert (held.side, held.source_key, held.reason) == ("crm", "d1", "product_unknown")
+    assert "add it in the ERP" in held.message
+    # Planned again, it is still one quarantine entry.
+    world.plan()
+    assert len(ledger.quarantined(entity="order")) == 1
+    # The ERP's catalogue gets the product (codes compare in upper case): the order goes and
+    # leaves the quarantine.
     world.put("erp", "product", "p7", code="BAGUETTE", name="Baguette")
     world.observe("erp", "product")
     summary = world.plan()
     assert summary.sides["erp"].creates == 1
     (operation,) = ledger.pending_operations("erp", entity="order")
     assert [line["product_code"] for line in operation.payload["lines"]] == ["baguette", None]
+    assert ledger.quarantined(entity="order") == []
 
 
-def test_an_order_waits_until_its_product_is_created_in_the_erp(sqlite_ledger: Ledger) -> None:
+def test_a_product_only_the_crm_has_is_not_created_in_the_erp(sqlite_ledger: Ledger) -> None:
     world = World(sqlite_ledger)
-    # A product the CRM has and the ERP not yet: planned for the ERP in the same plan.
+    # The catalogue is the ERP's: a CRM-only product stays in the CRM, and an order naming it
+    # waits for the ERP to have it.
     world.put("crm", "product", "cp1", code="BAGUETTE", name="Baguette")
     world.observe("crm", "product")
     _order_with_a_baguette(world)
     summary = world.plan()
-    assert summary.sides["erp"].creates == 2  # the client and the product
-    assert summary.deferred == 1
+    assert summary.sides["erp"].creates == 1  # the client only
+    (operation,) = sqlite_ledger.pending_operations("erp")
+    assert operation.entity == "client"
     world.apply("erp")
-    # Applied: the product's link holds its ERP id, before the ERP is even observed again.
     summary = world.plan()
-    assert summary.deferred == 0
-    (operation,) = sqlite_ledger.pending_operations("erp", entity="order")
-    assert operation.action == "create"
+    assert summary.deferred == 1
+    assert sqlite_ledger.pending_operations("erp", entity="order") == []
 
 
 def test_an_order_without_products_only_waits_for_its_client(sqlite_ledger: Ledger) -> None:
@@ -654,3 +663,77 @@ def test_duplicates_are_found_across_chunks(sqlite_ledger: Ledger) -> None:
 
 #: Valid SIRENs (Luhn), by client number.
 _SIRENS = {1: "303265045", 2: "732829320", 3: "552100554", 4: "542065479", 5: "443061841"}
+
+
+# -- which way each kind of document flows ---------------------------------------------------------
+
+
+def _linked_dupont(world: World) -> None:
+    world.put("crm", "client", "a1", **DUPONT)
+    world.observe("crm")
+    world.plan()
+    world.apply("erp")
+
+
+def _invoice(state: str, **values: Any) -> dict[str, Any]:
+    return {
+        "state": state,
+        "currency": "EUR",
+        "untaxed_amount": "100.00",
+        "tax_amount": "20.00",
+        "total_amount": "120.00",
+        **values,
+    }
+
+
+def test_an_erp_invoice_reaches_the_crm_once_posted(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    _linked_dupont(world)
+    erp_party = sqlite_ledger.links_for("client", "crm", ["a1"])["a1"].erp_key
+    world.put("erp", "invoice", "i1", **_invoice("draft", client_erp_id=erp_party))
+    world.observe("erp", "invoice")
+    summary = world.plan()
+    assert summary.sides["crm"].creates == 0, "a draft may still change: not mirrored"
+    world.put("erp", "invoice", "i1", state="posted", number="FA-2026-0001")
+    world.observe("erp", "invoice")
+    summary = world.plan()
+    assert summary.sides["crm"].creates == 1
+    (operation,) = sqlite_ledger.pending_operations("crm", entity="invoice")
+    assert operation.payload["client_crm_id"] == "a1"
+    assert operation.payload["number"] == "FA-2026-0001"
+
+
+def test_an_erp_sale_and_a_crm_product_stay_where_they_are(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    _linked_dupont(world)
+    erp_party = sqlite_ledger.links_for("client", "crm", ["a1"])["a1"].erp_key
+    world.put("erp", "order", "s1", client_erp_id=erp_party, state="confirmed", currency="EUR")
+    world.put("crm", "product", "cp1", code="CRM-ONLY", name="Advisor's own item")
+    world.observe("erp", "order")
+    world.observe("crm", "product")
+    summary = world.plan()
+    assert summary.sides["crm"].creates == 0, "a sale typed in the ERP does not become a deal"
+    assert summary.sides["erp"].creates == 0, "the catalogue is the ERP's"
+
+
+def test_a_crm_draft_invoice_goes_to_the_erp_unless_its_deal_has_a_sale(
+    sqlite_ledger: Ledger,
+) -> None:
+    world = World(sqlite_ledger)
+    _linked_dupont(world)
+    # A deal that became an ERP sale, and a draft invoice the advisor typed for it.
+    world.put("crm", "order", "d1", client_crm_id="a1", state="draft", currency="EUR")
+    world.observe("crm", "order")
+    world.plan()
+    world.apply("erp")
+    world.put("crm", "invoice", "v1", **_invoice("draft", client_crm_id="a1", order_crm_id="d1"))
+    # And one with no deal behind it.
+    world.put("crm", "invoice", "v2", **_invoice("draft", client_crm_id="a1"))
+    world.observe("crm", "invoice")
+    summary = world.plan()
+    (operation,) = sqlite_ledger.pending_operations("erp", entity="invoice")
+    assert operation.source_key == "v2"
+    assert summary.sides["erp"].creates == 1
+    (held,) = sqlite_ledger.quarantined(entity="invoice")
+    assert (held.source_key, held.reason) == ("v1", "invoice_of_sale")
+    assert "delete this CRM draft" in held.message

@@ -201,6 +201,25 @@ def test_second_seed_creates_nothing(live: LiveStack):
 # -- lifecycle -------------------------------------------------------------------------------
 
 
+def test_a_dropdown_missing_coulisse_values_gets_them_and_keeps_its_own(live: LiveStack):
+    from coulisse.bottlecrm.custom_fields import ensure_custom_fields
+
+    crm = live.stack.crm.client()
+    definition = existing_definitions(crm)[("Invoice", "erp_state")]
+    # An older Coulisse (or an admin) left the dropdown without "partially_paid", with a value
+    # of the admin's own.
+    narrowed = [o for o in definition["options"] if o["value"] != "partially_paid"]
+    crm.put(
+        f"custom-fields/{definition['id']}/",
+        {"options": [*narrowed, {"value": "disputed", "label": "Disputed"}]},
+    )
+    report = ensure_custom_fields(crm)
+    assert report.extended == ["Invoice.erp_state"]
+    values = [o["value"] for o in existing_definitions(crm)[("Invoice", "erp_state")]["options"]]
+    assert {"partially_paid", "disputed"} <= set(values)
+    assert not ensure_custom_fields(crm).changed, "a second run changes nothing"
+
+
 def test_stack_up_twice_is_harmless(live: LiveStack):
     stack = live.stack
     pids = (stack.crm.process.pid(), stack.erp.process.pid())
