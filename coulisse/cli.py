@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from coulisse.operations_cli import conflicts_app, status
 from coulisse.planner.cli import plan
 from coulisse.review_cli import links_app, quarantine_app
 from coulisse.stack.cli import app as stack_app
@@ -25,6 +26,8 @@ app.add_typer(stack_app, name="stack")
 app.command("plan")(plan)
 app.add_typer(links_app, name="links")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(conflicts_app, name="conflicts")
+app.command("status")(status)
 console = Console(stderr=True)
 
 

@@ -208,15 +208,18 @@ def test_a_dropdown_missing_coulisse_values_gets_them_and_keeps_its_own(live: Li
     definition = existing_definitions(crm)[("Invoice", "erp_state")]
     # An older Coulisse (or an admin) left the dropdown without "partially_paid", with a value
     # of the admin's own.
-    narrowed = [o for o in definition["options"] if o["value"] != "partially_paid"]
+    options = definition["options"]
+    assert isinstance(options, list)
+    narrowed = [o for o in options if o["value"] != "partially_paid"]
     crm.put(
         f"custom-fields/{definition['id']}/",
         {"options": [*narrowed, {"value": "disputed", "label": "Disputed"}]},
     )
     report = ensure_custom_fields(crm)
     assert report.extended == ["Invoice.erp_state"]
-    values = [o["value"] for o in existing_definitions(crm)[("Invoice", "erp_state")]["options"]]
-    assert {"partially_paid", "disputed"} <= set(values)
+    after = existing_definitions(crm)[("Invoice", "erp_state")]["options"]
+    assert isinstance(after, list)
+    assert {"partially_paid", "disputed"} <= {o["value"] for o in after}
     assert not ensure_custom_fields(crm).changed, "a second run changes nothing"
 
 
