@@ -62,6 +62,8 @@ runs = sa.Table(
     sa.Column("finished_at", Timestamp),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("stats", sa.Text),
+    # The orchestrator's run behind this one (a Prefect flow run id), when there is one.
+    sa.Column("flow_run_id", sa.String(64)),
 )
 
 run_lock = sa.Table(
