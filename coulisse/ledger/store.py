@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from coulisse.model.records import Entity, Side
 
 DEFAULT_URL = "sqlite:///coulisse-ledger.db"
-RunKind = Literal["observe", "plan", "apply"]
+#: The orchestrator's run (a Prefect flow run id) that the Singer plugins of a sync belong to:
+#: set by the sync in their environment, written on every ledger run they start.
+FLOW_RUN_ENV = "COULISSE_FLOW_RUN_ID"
+RunKind = Literal["observe", "plan", "apply", "check"]
 Action = Literal["create", "update", "deactivate", "cancel"]
 _CHUNK = 500
 _T = TypeVar("_T")
@@ -277,12 +280,25 @@ class Ledger:
 
     # -- runs and the run lock ----------------------------------------------------------------
 
-    def start_run(self, kind: RunKind, side: Side | None = None) -> int:
-        """Record the start of a run and return its id."""
+    def start_run(
+        self, kind: RunKind, side: Side | None = None, *, flow_run_id: str | None = None
+    ) -> int:
+        """Record the start of a run and return its id.
+
+        ``flow_run_id`` names the orchestrator's run behind it; by default
+        ``$COULISSE_FLOW_RUN_ID``, which a sync sets for the Singer plugins it starts.
+        """
+        flow_run_id = flow_run_id or os.environ.get(FLOW_RUN_ENV) or None
         with self.engine.begin() as conn:
             run_id = conn.execute(
                 sa.insert(t.runs)
-                .values(kind=kind, side=side, started_at=utcnow(), status="running")
+                .values(
+                    kind=kind,
+                    side=side,
+                    started_at=utcnow(),
+                    status="running",
+                    flow_run_id=flow_run_id,
+                )
                 .returning(t.runs.c.id)
             ).scalar_one()
         return int(run_id)

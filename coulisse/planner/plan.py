@@ -340,9 +340,14 @@ class Planner:
         *,
         chunk_size: int = 2000,
         item_limit: int = 50,
+        flow_run_id: str | None = None,
     ) -> None:
-        """Plan on ``ledger`` under ``policy`` (the defaults when None)."""
+        """Plan on ``ledger`` under ``policy`` (the defaults when None).
+
+        ``flow_run_id``: the orchestrator's run (a Prefect flow run id) the plan belongs to.
+        """
         self.ledger = ledger
+        self.flow_run_id = flow_run_id
         self.policy = policy or SyncPolicy.default()
         self.settings = ValidationSettings(default_phone_region=self.policy.default_phone_region)
         self.chunk_size = chunk_size
@@ -372,7 +377,12 @@ class Planner:
             try:
                 run_id = conn.execute(
                     sa.insert(t.runs)
-                    .values(kind="plan", started_at=utcnow(), status="running")
+                    .values(
+                        kind="plan",
+                        started_at=utcnow(),
+                        status="running",
+                        flow_run_id=self.flow_run_id,
+                    )
                     .returning(t.runs.c.id)
                 ).scalar_one()
                 summary = PlanSummary(
