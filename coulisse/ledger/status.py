@@ -121,7 +121,7 @@ def overview(ledger: Ledger, *, runs: int = 10) -> dict[str, Any]:
             ),
             "pending_writes": {side: int(count) for side, count in pending},
         }
-        report = {
+        report: dict[str, Any] = {
             "runs": _runs(conn, runs),
             "freshness": [_as_dict(f) for f in _freshness(conn)],
             "waiting": waiting,

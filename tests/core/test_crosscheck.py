@@ -38,7 +38,9 @@ def test_a_deal_and_its_sale_that_add_up_differently_are_reported(sqlite_ledger:
     assert "14.85 in the CRM, 20.00 in the ERP" in mismatch.message
     # Reported in the ledger, and neither record is changed or queued for a write.
     assert sqlite_ledger.count_operations() == 0
-    assert sqlite_ledger.observed_record("erp", "order", "s2")["untaxed_amount"] == "20.00"
+    stored = sqlite_ledger.observed_record("erp", "order", "s2")
+    assert stored is not None
+    assert stored["untaxed_amount"] == "20.00"
 
 
 def test_an_invoice_mirror_is_checked_tax_included_and_by_what_was_paid() -> None:
