@@ -9,9 +9,11 @@ import typer
 from rich.console import Console
 
 from coulisse.operations_cli import conflicts_app, status
+from coulisse.orchestration.cli import flows_app
 from coulisse.planner.cli import plan
 from coulisse.review_cli import links_app, quarantine_app
 from coulisse.stack.cli import app as stack_app
+from coulisse.webhooks.cli import serve
 
 app = typer.Typer(
     help=(
@@ -28,6 +30,8 @@ app.add_typer(links_app, name="links")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(conflicts_app, name="conflicts")
 app.command("status")(status)
+app.command("serve")(serve)
+app.add_typer(flows_app, name="flows")
 console = Console(stderr=True)
 
 

@@ -278,3 +278,46 @@ duplicates = sa.Table(
     sa.UniqueConstraint("entity", "side", "first_key", "second_key"),
     sa.Index(None, "entity", "side", "second_key"),
 )
+
+# -- CRM webhooks (coulisse/webhooks) --------------------------------------------------------
+
+#: Every BottleCRM delivery accepted, by its X-BottleCRM-Delivery id: a second one is a replay.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    #: The envelope's event id: a redelivery asked for in the CRM is a new delivery of it.
+    sa.Column("event_id", sa.String(64)),
+    sa.Column("signed_at", Timestamp, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Index(None, "received_at"),
+)
+
+#: CRM records a webhook said changed, waiting for a targeted run (``coulisse serve`` or a
+#: Prefect flow) to observe them; ``consumed_at`` is set by the run that did.
+crm_changes = sa.Table(
+    "crm_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    #: The canonical entity (client, order, invoice) and the record's id in the CRM.
+    sa.Column("entity", sa.String(16), nullable=False),
+    sa.Column("crm_id", sa.String(100), nullable=False),
+    #: created, updated, deleted, won, lost, paid (a deletion needs a full scan to be seen).
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("delivery_id", sa.String(64), nullable=False),
+    #: The record's updated_at in the delivery.
+    sa.Column("source_updated_at", Timestamp),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("consumed_at", Timestamp),
+    #: Which run consumed it: a Prefect flow run id, or ``coulisse serve`` and its PID.
+    sa.Column("consumed_by", sa.String(200)),
+    sa.Index(
+        "ix_crm_changes_pending",
+        "entity",
+        "id",
+        sqlite_where=sa.text("consumed_at IS NULL"),
+        postgresql_where=sa.text("consumed_at IS NULL"),
+    ),
+)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from coulisse.stack import postgres
 from coulisse.stack.crm import CrmStack
+from coulisse.stack.crm_webhook import register_receiver
 from coulisse.stack.envfile import update_env_file
 from coulisse.stack.erp import ErpStack
 from coulisse.stack.errors import StackError
@@ -67,13 +68,17 @@ class LocalStack:
 
         info = self.crm.bootstrap()
         self._bootstrap_file.write_text(json.dumps(info))
+        hook = register_receiver(self.crm)
+        if hook["changed"]:
+            self.say(f"CRM: webhooks go to {hook['url']} (`coulisse serve` receives them)")
         if self.crm.start():
             self.say(f"CRM: serving on {self.settings.crm_url}")
         fields = self.crm.prepare_custom_fields()
         if fields.changed:
             self.say(
                 f"CRM: custom fields created {len(fields.created)}, "
-                f"re-activated {len(fields.reactivated)}"
+                f"re-activated {len(fields.reactivated)}, "
+                f"dropdowns given new values {len(fields.extended)}"
             )
         self.erp.credentials()
         self.ensure_sync_databases()

@@ -67,3 +67,48 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# --- LOCAL SANDBOX ONLY: webhooks to `coulisse serve` on 127.0.0.1 ---------------------------
+# BottleCRM refuses to deliver webhooks to loopback or private addresses, over plain http, or to
+# ports other than 443 (webhooks/ssrf.py), and no setting changes that. That is right for a CRM
+# on a network; this sandbox's receiver (`coulisse serve`) listens on http://127.0.0.1:<port>.
+# So, here and only here, the check lets through http://127.0.0.1:<any port>/... and nothing
+# else: every other URL still goes through the CRM's own parse and resolve (public addresses,
+# https, port 443). Never use this settings module for a CRM that faces a network.
+import ipaddress as _ipaddress  # noqa: E402
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402
+
+import webhooks.ssrf as _ssrf  # noqa: E402
+
+_SANDBOX_RECEIVER_HOST = "127.0.0.1"
+_crm_parse = _ssrf.parse
+_crm_resolve = _ssrf.resolve
+
+
+def _sandbox_parse(url):
+    try:
+        parts = _urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return _crm_parse(url)
+    if (
+        parts.scheme == "http"
+        and parts.hostname == _SANDBOX_RECEIVER_HOST
+        and parts.username is None
+        and parts.password is None
+    ):
+        target = parts.path or "/"
+        if parts.query:
+            target = f"{target}?{parts.query}"
+        return "http", _SANDBOX_RECEIVER_HOST, port or 80, target
+    return _crm_parse(url)
+
+
+def _sandbox_resolve(host, port):
+    if host == _SANDBOX_RECEIVER_HOST:
+        return [_ipaddress.ip_address(host)]
+    return _crm_resolve(host, port)
+
+
+_ssrf.parse = _sandbox_parse
+_ssrf.resolve = _sandbox_resolve
