@@ -1286,6 +1286,11 @@ class Planner:
         """
         record = survivor.normalised or {}
         chunk.events.append(EventItem(deleted.side, entity, deleted.key, "deleted"))
+        if survivor.side not in _CREATED_IN[entity]:
+            # What only flows the other way is not the deleting system's to remove: a product
+            # deleted in the CRM stays in the ERP's catalogue, an ERP sale's deal is the CRM's.
+            chunk.events.append(EventItem(survivor.side, entity, survivor.key, "unchanged"))
+            return
         action: Action
         writes: dict[str, Any]
         if entity in HANDED_OFF:

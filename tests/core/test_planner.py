@@ -737,3 +737,17 @@ def test_a_crm_draft_invoice_goes_to_the_erp_unless_its_deal_has_a_sale(
     (held,) = sqlite_ledger.quarantined(entity="invoice")
     assert (held.source_key, held.reason) == ("v1", "invoice_of_sale")
     assert "delete this CRM draft" in held.message
+
+
+def test_a_product_deleted_in_the_crm_stays_in_the_erp_catalogue(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    world.put("erp", "product", "p1", code="PAIN", name="Pain", unit_price="1.20")
+    world.observe("erp", "product")
+    world.plan()
+    world.apply("crm")
+    (crm_key,) = world.systems["crm"]["product"]
+    del world.systems["crm"]["product"][crm_key]
+    world.observe("crm", "product", full_scan=True)
+    summary = world.plan()
+    assert summary.sides["erp"].total == 0, "the catalogue is the ERP's"
+    assert sqlite_ledger.pending_operations("erp") == []
