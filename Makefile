@@ -32,12 +32,15 @@ demo: $(INSTALLED)
 	$(BIN)/coulisse stack up
 	$(BIN)/coulisse stack seed
 	@echo
-	@echo "The main job: sync clients both ways (observe both systems, plan, apply)."
-	$(BIN)/coulisse sync
+	@echo "The main job: the sync flow (clients both ways, the catalogue to the CRM, won deals to"
+	@echo "ERP sales, posted invoices to the CRM), run by a local Prefect server that serves it"
+	@echo "every COULISSE_SYNC_INTERVAL s (15); one run now."
+	$(BIN)/coulisse flows up
+	$(BIN)/coulisse flows run
 	$(BIN)/coulisse stack status
 	@echo
 	@echo "Where to look:"
-	@$(BIN)/python -c "from coulisse.stack.layout import StackLayout as L; from coulisse.stack.settings import StackSettings as S; l=L.from_env(); s=S.load(l); print(f'  CRM (BottleCRM):  {s.crm_url}/api/  (OpenAPI: {s.crm_url}/schema/)'); print(f'  ERP (Tryton):     {s.erp_url}/{s.erp_database}/rpc/  (JSON-RPC)'); print('  Credentials:      .env (git-ignored)'); print(f'  Sync log:         {l.home}/logs/sync.log'); print('  Again:            .venv/bin/coulisse sync --dry-run   (or without --dry-run)')"
+	@$(BIN)/python -c "from coulisse.stack.layout import StackLayout as L; from coulisse.stack.settings import StackSettings as S; l=L.from_env(); s=S.load(l); print(f'  CRM (BottleCRM):  {s.crm_url}/api/  (OpenAPI: {s.crm_url}/schema/)'); print(f'  ERP (Tryton):     {s.erp_url}/{s.erp_database}/rpc/  (JSON-RPC)'); print('  Credentials:      .env (git-ignored)'); print(f'  Sync log:         {l.home}/logs/sync.log'); from coulisse.orchestration.settings import FlowSettings as F; from coulisse.project import project_env as e; print(f'  Prefect UI:       {F.load(e()).ui_url}  (runs, their artifacts and logs)'); print('  Again:            .venv/bin/coulisse sync --dry-run   (or without --dry-run)')"
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -50,6 +53,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 stack-down: $(INSTALLED)
+	$(BIN)/coulisse flows down
 	$(BIN)/coulisse stack down
 
 clean: stack-down

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from coulisse.doctor.cli import doctor
 from coulisse.operations_cli import conflicts_app, status
 from coulisse.orchestration.cli import flows_app
 from coulisse.planner.cli import plan
@@ -30,6 +31,7 @@ app.add_typer(links_app, name="links")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(conflicts_app, name="conflicts")
 app.command("status")(status)
+app.command("doctor")(doctor)
 app.command("serve")(serve)
 app.add_typer(flows_app, name="flows")
 console = Console(stderr=True)
@@ -40,8 +42,8 @@ def sync(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated entities to sync (clients today; products, orders and "
-            "invoices as their connectors land). Default: everything supported."
+            help="Comma-separated entities to sync: clients, products, orders, invoices "
+            "(each with what it depends on already synced). Default: all of them."
         ),
     ] = None,
     dry_run: Annotated[
@@ -86,6 +88,8 @@ def sync(
         console.print(f"  {step['step']}: {step['seconds']} s")
     for side, count in result.applied.items():
         console.print(f"  applied to the {side.upper()}: {count} write(s)")
+    for message in result.mismatches:
+        console.print(f"  [yellow]adds up differently:[/] {message} (reported, not changed)")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coulisse.review_cli import _ledger, _plain, quarantine_app
+from coulisse.review_cli import _ledger, _plain, links_app, quarantine_app
 
 conflicts_app = typer.Typer(
     help=(
@@ -259,4 +259,77 @@ def conflicts_resolve(
     console.print(
         f"conflict {conflict_id}: the {choice.upper()}'s value is kept; the next "
         "`coulisse sync` writes it to the other system."
+    )
+
+
+@links_app.command("find")
+def links_find(
+    record: Annotated[str, typer.Argument(help="A record's id in the CRM or in the ERP.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Which record of the other system ``record`` is linked to, for every kind of record."""
+    from coulisse.model import ENTITIES
+
+    ledger = _ledger()
+    try:
+        found = [
+            link
+            for entity in ENTITIES
+            for side in ("crm", "erp")
+            for link in ledger.links_for(entity, side, [record]).values()
+        ]
+    finally:
+        ledger.close()
+    unique = {link.id: link for link in found}
+    rows = [
+        {
+            "link": link.id,
+            "entity": link.entity,
+            "crm": link.crm_key,
+            "erp": link.erp_key,
+            "origin": link.origin,
+        }
+        for link in unique.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        errors.print(f"{record!r} is linked to nothing (`coulisse links review` lists twins).")
+        raise typer.Exit(code=1)
+    for row in rows:
+        console.print(
+            f"link {row['link']}: {row['entity']} CRM {row['crm'] or '(not created yet)'} = "
+            f"ERP {row['erp'] or '(not created yet)'} (linked by {row['origin']})"
+        )
+
+
+@links_app.command("link")
+def links_link(
+    crm: Annotated[str, typer.Argument(help="The record's id in the CRM.")],
+    erp: Annotated[str, typer.Argument(help="The record's id in the ERP.")],
+    entity: Annotated[
+        str, typer.Option("--entity", help="client, product, order or invoice.")
+    ] = "client",
+) -> None:
+    """Declare a CRM record and an ERP record the same (a twin no rule could find).
+
+    The next `coulisse sync` merges them field by field under the policy; neither is created
+    again in the other system. Refused when either is already linked to another record.
+    """
+    from coulisse.ledger import LedgerError
+    from coulisse.ledger.status import plan_again
+
+    kind = _entity(entity)
+    ledger = _ledger()
+    try:
+        link = ledger.link(kind, crm, erp, origin="manual")
+        plan_again(ledger, kind, crm_key=crm, erp_key=erp)
+    except LedgerError as exc:
+        errors.print(f"[bold red]link:[/] {exc}; `coulisse links find ID` shows its link")
+        raise typer.Exit(code=1) from exc
+    finally:
+        ledger.close()
+    console.print(
+        f"link {link.id}: {kind} CRM {crm} = ERP {erp}; the next `coulisse sync` merges them."
     )

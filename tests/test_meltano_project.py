@@ -41,7 +41,9 @@ def test_observe_crm_job_fills_the_ledger_and_a_rerun_changes_nothing(live: Live
     assert first.returncode == 0, first.stderr[-3000:]
     engine = sa.create_engine(f"sqlite:///{ledger}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT COUNT(*) FROM observed")).scalar_one()
+        rows = conn.execute(
+            sa.text("SELECT COUNT(*) FROM observed WHERE entity = 'client'")
+        ).scalar_one()
     accounts = live.stack.crm.status()["counts"]["accounts"]
     assert rows == accounts
     assert f"clients from the CRM: {accounts} new, 0 changed, 0 unchanged" in first.stderr

@@ -11,14 +11,13 @@ from coulisse.sync import meltano_env, parse_only
 def test_only_accepts_entities_and_stream_names():
     assert parse_only("clients") == ("client",)
     assert parse_only(" Client ") == ("client",)
-    assert parse_only(None) == ("client",)
+    assert parse_only(None) == ("client", "product", "order", "invoice")
+    assert parse_only("invoices, orders,clients,orders") == ("client", "order", "invoice")
 
 
 def test_only_names_what_is_wrong():
     with pytest.raises(ConfigError, match="'customers': not an entity"):
         parse_only("customers")
-    with pytest.raises(ConfigError, match="do not sync invoices yet"):
-        parse_only("clients,invoices")
 
 
 def test_missing_ledger_url_says_how_to_set_it():

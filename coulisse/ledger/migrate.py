@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: alembic keeps its running context in module globals: two threads migrating at once (sinks
+#: draining in parallel, overlapping flow runs in one process) would trample each other.
+_MIGRATING = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -24,9 +28,11 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision``; a no-op on an up-to-date ledger."""
-    command.upgrade(alembic_config(engine), revision)
+    with _MIGRATING:
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Undo migrations down to ``revision`` (``base`` drops every ledger table)."""
-    command.downgrade(alembic_config(engine), revision)
+    with _MIGRATING:
+        command.downgrade(alembic_config(engine), revision)

@@ -258,3 +258,15 @@ def held_record(ledger: Ledger, key: str, *, side: Side | None = None) -> list[d
         }
         for row in rows
     ]
+
+
+def plan_again(ledger: Ledger, entity: Entity, *, crm_key: str, erp_key: str) -> None:
+    """Have the next plan look at both records again (after a person linked them)."""
+    o = t.observed.c
+    with ledger.engine.begin() as conn:
+        for side, key in (("crm", crm_key), ("erp", erp_key)):
+            conn.execute(
+                sa.update(t.observed)
+                .where(o.side == side, o.entity == entity, o.source_key == key)
+                .values(pending=True)
+            )

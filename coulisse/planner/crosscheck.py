@@ -111,9 +111,11 @@ def compare(
     return found
 
 
-def cross_check(ledger: Ledger, *, chunk_size: int = 2000) -> list[Mismatch]:
+def cross_check(
+    ledger: Ledger, *, chunk_size: int = 2000, flow_run_id: str | None = None
+) -> list[Mismatch]:
     """Compare every linked order and invoice; record each difference as a ledger event."""
-    run_id = ledger.start_run("check")
+    run_id = ledger.start_run("check", flow_run_id=flow_run_id)
     mismatches: list[Mismatch] = []
     checked = 0
     try:

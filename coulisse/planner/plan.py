@@ -54,7 +54,7 @@ from coulisse.validation.reasons import Reason
 from coulisse.validation.records import ValidationSettings, check_plain
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from sqlalchemy.engine import Connection
 
@@ -67,19 +67,24 @@ HANDED_OFF: dict[Entity, frozenset[str]] = {
 }
 _REFUSED = (Reason.REFUSED_BY_CRM.value, Reason.REFUSED_BY_ERP.value)
 #: Which systems a record created in the other one may be created in. The catalogue is the
-#: ERP's; a won deal becomes a sale, never a sale a deal; invoices go both ways (see
-#: ``_may_create``).
+#: ERP's; a won deal becomes a sale, never a sale a deal; an ERP invoice reaches the CRM once
+#: posted (see ``_may_create``). A CRM draft invoice reaching the ERP is the planner's option
+#: ``crm_invoices_to_erp``: off until target-tryton writes invoices.
 _CREATED_IN: dict[Entity, frozenset[Side]] = {
     "client": frozenset({"crm", "erp"}),
     "product": frozenset({"crm"}),
     "order": frozenset({"erp"}),
-    "invoice": frozenset({"crm", "erp"}),
+    "invoice": frozenset({"crm"}),
 }
 #: ERP invoice states the CRM mirrors: posted ones (a draft may still change or vanish).
 _MIRRORED_INVOICE_STATES = frozenset({"posted", "partially_paid", "paid"})
 #: Reasons the reconcile pass (not validation) holds a record back for; released once they no
 #: longer hold.
-_HELD_REASONS = (Reason.PRODUCT_UNKNOWN.value, Reason.INVOICE_OF_SALE.value)
+_HELD_REASONS = (
+    Reason.PRODUCT_UNKNOWN.value,
+    Reason.INVOICE_OF_SALE.value,
+    Reason.LINK_TAKEN.value,
+)
 #: From this many records checked (then reconciled) in a plan, PostgreSQL's statistics are
 #: refreshed: a first plan fills tables whose statistics say they are empty.
 _ANALYZE_AFTER = 1000
@@ -280,13 +285,18 @@ class _Held:
     field: str | None = None
 
 
-def _may_create(entity: Entity, record: dict[str, Any], target_side: Side) -> bool:
+def _may_create(
+    entity: Entity,
+    record: dict[str, Any],
+    target_side: Side,
+    created_in: Mapping[Entity, frozenset[Side]] = _CREATED_IN,
+) -> bool:
     """Whether a record of the other system is created in ``target_side`` at all.
 
     An ERP invoice reaches the CRM once posted; a CRM invoice reaches the ERP only as a draft
     for a clerk to check (an invoice the advisor already sent from the CRM is not re-issued).
     """
-    if target_side not in _CREATED_IN[entity]:
+    if target_side not in created_in[entity]:
         return False
     if entity == "invoice":
         state = record.get("state")
@@ -341,13 +351,19 @@ class Planner:
         chunk_size: int = 2000,
         item_limit: int = 50,
         flow_run_id: str | None = None,
+        crm_invoices_to_erp: bool = False,
     ) -> None:
         """Plan on ``ledger`` under ``policy`` (the defaults when None).
 
         ``flow_run_id``: the orchestrator's run (a Prefect flow run id) the plan belongs to.
+        ``crm_invoices_to_erp``: CRM draft invoices become ERP drafts (needs an ERP target that
+        writes invoices; target-tryton does not yet).
         """
         self.ledger = ledger
         self.flow_run_id = flow_run_id
+        self._created_in = dict(_CREATED_IN)
+        if crm_invoices_to_erp:
+            self._created_in["invoice"] = frozenset({"crm", "erp"})
         self.policy = policy or SyncPolicy.default()
         self.settings = ValidationSettings(default_phone_region=self.policy.default_phone_region)
         self.chunk_size = chunk_size
@@ -861,10 +877,14 @@ class Planner:
         results = self.ledger.link_many(entity, link_pairs, conn)
         linked: dict[str, Link] = {}
         by_key = {row.key: row for row in rows}
-        for (key, (twin, _origin)), result in zip(requested, results, strict=True):
+        for (key, (twin, origin)), result in zip(requested, results, strict=True):
             if isinstance(result, str):
-                self._defer(chunk, summary, entity, by_key[key], result)
+                # The twin its reference names is linked to another record: two records of one
+                # system claim the same record of the other. A person decides which is right.
+                reason = Reason.LINK_TAKEN if origin == "ref" else None
+                self._hold(chunk, summary, entity, by_key[key], _Held(result, reason, "erp_id"))
                 continue
+            self._unhold(chunk, by_key[key])
             linked[key] = result
             if twin is not None:
                 summary.linked += 1
@@ -1093,7 +1113,7 @@ class Planner:
         if (
             record.get("active") is False
             or record.get("state") == "cancelled"
-            or not _may_create(entity, record, target_side)
+            or not _may_create(entity, record, target_side, self._created_in)
         ):
             # Nothing to carry over: an inactive client or a cancelled order stays where it is,
             # and so does what only flows the other way (a CRM product, an ERP draft invoice).
@@ -1286,7 +1306,7 @@ class Planner:
         """
         record = survivor.normalised or {}
         chunk.events.append(EventItem(deleted.side, entity, deleted.key, "deleted"))
-        if survivor.side not in _CREATED_IN[entity]:
+        if survivor.side not in self._created_in[entity]:
             # What only flows the other way is not the deleting system's to remove: a product
             # deleted in the CRM stays in the ERP's catalogue, an ERP sale's deal is the CRM's.
             chunk.events.append(EventItem(survivor.side, entity, survivor.key, "unchanged"))

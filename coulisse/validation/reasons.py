@@ -42,6 +42,8 @@ class Reason(StrEnum):
     PRODUCT_UNKNOWN = "product_unknown"
     #: A CRM draft invoice for a deal whose ERP sale makes its own invoice.
     INVOICE_OF_SALE = "invoice_of_sale"
+    #: The record's reference names a record of the other system linked to another one.
+    LINK_TAKEN = "link_taken"
     #: The system itself refused our write (Tryton's own VAT check, a CRM 400...).
     REFUSED_BY_CRM = "refused_by_crm"
     REFUSED_BY_ERP = "refused_by_erp"

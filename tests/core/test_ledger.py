@@ -287,3 +287,19 @@ def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
             "client",
             [ObservedRecord("a1", {}, dt.datetime(2026, 1, 1))],
         )
+
+
+def test_threads_opening_one_ledger_at_once_all_get_it(sqlite_url: str) -> None:
+    """Sinks drain in parallel threads and flow runs overlap: each opens (and migrates) the
+    ledger; alembic's module-global context must not be shared between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_and_count(_: int) -> int:
+        ledger = Ledger.open(sqlite_url)
+        try:
+            return ledger.count_links()
+        finally:
+            ledger.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(open_and_count, range(16))) == [0] * 16

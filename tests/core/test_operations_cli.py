@@ -107,3 +107,30 @@ def test_a_conflict_is_listed_then_resolved_from_the_command_line(ledger: Ledger
     again = runner.invoke(app, ["conflicts", "resolve", str(conflict["id"]), "--take", "crm"])
     assert again.exit_code == 1
     assert "not open" in again.output
+
+
+def test_a_person_links_twins_no_rule_found_and_finds_the_link(ledger: Ledger) -> None:
+    world = World(ledger)
+    # The same bakery, typed without VAT and under another name in the ERP: no rule links them.
+    world.put("crm", "client", "a1", **{**DUPONT, "vat": None})
+    world.put("erp", "client", "e7", **{**DUPONT, "vat": None, "name": "DUPONT PAINS ET GATEAUX"})
+    world.observe("crm")
+    world.observe("erp")
+    linked = runner.invoke(app, ["links", "link", "a1", "e7"])
+    assert linked.exit_code == 0, linked.output
+    summary = world.plan()
+    assert summary.sides["erp"].creates == 0
+    assert summary.sides["crm"].creates == 0, "linked, so neither is created in the other system"
+    found = runner.invoke(app, ["links", "find", "e7", "--json"])
+    assert found.exit_code == 0, found.output
+    (row,) = json.loads(found.output)
+    assert (row["entity"], row["crm"], row["erp"], row["origin"]) == (
+        "client",
+        "a1",
+        "e7",
+        "manual",
+    )
+    refused = runner.invoke(app, ["links", "link", "a1", "e8"])
+    assert refused.exit_code == 1
+    assert "coulisse links find" in " ".join(refused.output.split())
+    assert runner.invoke(app, ["links", "find", "nobody"]).exit_code == 1

@@ -716,10 +716,21 @@ def test_an_erp_sale_and_a_crm_product_stay_where_they_are(sqlite_ledger: Ledger
     assert summary.sides["erp"].creates == 0, "the catalogue is the ERP's"
 
 
+def test_a_crm_draft_invoice_stays_in_the_crm_by_default(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    _linked_dupont(world)
+    world.put("crm", "invoice", "v2", **_invoice("draft", client_crm_id="a1"))
+    world.observe("crm", "invoice")
+    summary = world.plan()
+    assert summary.sides["erp"].creates == 0
+    assert sqlite_ledger.pending_operations("erp") == []
+
+
 def test_a_crm_draft_invoice_goes_to_the_erp_unless_its_deal_has_a_sale(
     sqlite_ledger: Ledger,
 ) -> None:
     world = World(sqlite_ledger)
+    world.planner = Planner(sqlite_ledger, crm_invoices_to_erp=True)
     _linked_dupont(world)
     # A deal that became an ERP sale, and a draft invoice the advisor typed for it.
     world.put("crm", "order", "d1", client_crm_id="a1", state="draft", currency="EUR")
@@ -751,3 +762,23 @@ def test_a_product_deleted_in_the_crm_stays_in_the_erp_catalogue(sqlite_ledger: 
     summary = world.plan()
     assert summary.sides["erp"].total == 0, "the catalogue is the ERP's"
     assert sqlite_ledger.pending_operations("erp") == []
+
+
+def test_two_deals_claiming_one_sale_leave_the_second_in_quarantine(sqlite_ledger: Ledger) -> None:
+    world = World(sqlite_ledger)
+    _linked_dupont(world)
+    erp_party = sqlite_ledger.links_for("client", "crm", ["a1"])["a1"].erp_key
+    # Sale s1 says it is deal d1's; deal d2's ERP reference (typed, or copied) names s1 too.
+    world.put("erp", "order", "s1", crm_id="d1", client_erp_id=erp_party, state="confirmed")
+    world.put("crm", "order", "d1", erp_id="s1", client_crm_id="a1", state="confirmed")
+    world.put("crm", "order", "d2", erp_id="s1", client_crm_id="a1", state="confirmed")
+    world.observe("erp", "order")
+    world.observe("crm", "order")
+    world.plan()
+    (held,) = sqlite_ledger.quarantined(entity="order")
+    assert (held.source_key, held.reason) == ("d2", "link_taken")
+    assert "is linked to" in held.message
+    # Planned again: still one entry, nothing written for d2.
+    world.plan()
+    assert len(sqlite_ledger.quarantined(entity="order")) == 1
+    assert [op.source_key for op in sqlite_ledger.pending_operations("erp")] == []

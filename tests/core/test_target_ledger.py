@@ -139,6 +139,15 @@ def test_a_complete_full_scan_marks_missing_records_deleted(sqlite_url: str) -> 
     assert not ledger.is_deleted("crm", "client", CRM_C)
 
 
+def test_a_full_scan_cut_short_deletes_nothing(sqlite_url: str) -> None:
+    """The tap died after two records: only the opening ACTIVATE_VERSION came."""
+    config = {"side": "crm", "ledger_url": sqlite_url}
+    _run(config, "crm_clients.singer")
+    _run(config, "crm_clients_scan_cut_short.singer")
+    ledger = Ledger.open(sqlite_url)
+    assert not ledger.is_deleted("crm", "client", CRM_B)
+
+
 def test_without_a_full_scan_nothing_is_deleted(sqlite_url: str) -> None:
     config = {"side": "crm", "ledger_url": sqlite_url}
     _run(config, "crm_clients.singer")

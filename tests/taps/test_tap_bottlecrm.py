@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 import responses
+from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.testing import get_tap_test_class
 from singer_sdk.testing.runners import TapTestRunner
 from stdnum.fr import tva
@@ -18,6 +19,8 @@ from tap_bottlecrm.streams import CLOSED, OPEN
 from tap_bottlecrm.tap import TapBottleCRM
 
 from coulisse.stack.envfile import read_env_file
+from tests.invoicing import ensure_crm_invoice
+from tests.taps.selection import catalog_of
 
 if TYPE_CHECKING:
     from tests.conftest import LiveStack
@@ -32,7 +35,8 @@ def run_tap(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the tap in-process; the RECORD messages it printed."""
     out = io.StringIO()
     with redirect_stdout(out):
-        TapBottleCRM(config=config, parse_env_config=False).sync_all()
+        catalog = catalog_of(TapBottleCRM, config, ["clients"])
+        TapBottleCRM(config=config, catalog=catalog, parse_env_config=False).sync_all()
     messages = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
     return [m["record"] for m in messages if m["type"] == "RECORD"]
 
@@ -51,6 +55,7 @@ class TestTapBottleCRMStandard(_StandardTests):  # type: ignore[misc, valid-type
     @pytest.fixture(scope="class")
     @classmethod
     def runner(cls, live: LiveStack) -> TapTestRunner:
+        ensure_crm_invoice(live.stack.crm.client())  # the seed writes no CRM invoice
         runner = TapTestRunner(tap_class=TapBottleCRM, config=live_config(live))
         runner.sync_all()
         return runner
@@ -165,8 +170,29 @@ def test_a_targeted_read_never_claims_to_be_a_full_scan():
     def message_types(extra: dict[str, Any]) -> list[str]:
         out = io.StringIO()
         with redirect_stdout(out):
-            TapBottleCRM(config={**config, **extra}, parse_env_config=False).sync_all()
+            catalog = catalog_of(TapBottleCRM, {**config, **extra}, ["clients"])
+            TapBottleCRM(
+                config={**config, **extra}, catalog=catalog, parse_env_config=False
+            ).sync_all()
         return [json.loads(line)["type"] for line in out.getvalue().splitlines() if line]
 
-    assert "ACTIVATE_VERSION" in message_types({})
+    full = message_types({})
+    assert full.count("ACTIVATE_VERSION") == 2, "a full scan is opened and closed"
+    assert full.index("RECORD") < len(full) - 1 - full[::-1].index("ACTIVATE_VERSION")
     assert "ACTIVATE_VERSION" not in message_types({"account_ids": ["a1"]})
+
+
+@responses.activate
+def test_a_full_scan_that_fails_halfway_is_never_closed():
+    """Only the opening ACTIVATE_VERSION: the ledger must not take the scan as complete."""
+    responses.get("http://crm.test/api/contacts/", json={"results": []})
+    responses.get("http://crm.test/api/accounts/", status=403, json={"detail": "nope"})
+    config = {"api_url": "http://crm.test", "api_token": "t"}
+    out = io.StringIO()
+    tap = TapBottleCRM(
+        config=config, catalog=catalog_of(TapBottleCRM, config, ["clients"]), parse_env_config=False
+    )
+    with redirect_stdout(out), pytest.raises(FatalAPIError, match=r"403"):
+        tap.sync_all()
+    types = [json.loads(line)["type"] for line in out.getvalue().splitlines() if line]
+    assert types.count("ACTIVATE_VERSION") <= 1

@@ -12,6 +12,8 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import OffsetPaginator
 from singer_sdk.streams import RESTStream
 
+from coulisse.singer import ClosesFullScans
+
 if TYPE_CHECKING:
     from collections.abc import Generator
 
@@ -41,7 +43,7 @@ def _dig(payload: Any, path: tuple[str, ...]) -> list[Any]:
     return node if isinstance(node, list) else []
 
 
-class BottleCrmStream(RESTStream[int]):
+class BottleCrmStream(ClosesFullScans, RESTStream[int]):
     """Shared by every BottleCRM stream."""
 
     @property

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
+from tap_bottlecrm.invoices import InvoicesStream
+from tap_bottlecrm.orders import OrdersStream
+from tap_bottlecrm.products import ProductsStream
 from tap_bottlecrm.streams import ClientsStream
+
+if TYPE_CHECKING:
+    from tap_bottlecrm.client import BottleCrmStream
 
 
 class TapBottleCRM(Tap):
@@ -28,8 +36,9 @@ class TapBottleCRM(Tap):
             secret=True,
             title="Personal access token",
             description=(
-                "A bcrm_pat_... token of an org-admin profile with accounts:read and "
-                "contacts:read (non-admin tokens see only their own records)."
+                "A bcrm_pat_... token of an org-admin profile with accounts:read, "
+                "contacts:read and invoices:read (the product catalogue lives there; "
+                "non-admin tokens see only their own records)."
             ),
         ),
         th.Property(
@@ -60,10 +69,28 @@ class TapBottleCRM(Tap):
                 "Read just these account ids (webhook-triggered runs) instead of a full scan."
             ),
         ),
+        th.Property(
+            "invoice_ids",
+            th.ArrayType(th.StringType),
+            title="Only these invoices",
+            description=(
+                "Read just these invoice ids (webhook-triggered runs) instead of a full scan."
+            ),
+        ),
+        th.Property(
+            "parallel_reads",
+            th.IntegerType,
+            default=4,
+            title="Parallel invoice reads",
+            description=(
+                "Invoices read in full at once. The invoice list carries no custom fields, "
+                "lines or payments, so each invoice is one more request."
+            ),
+        ),
     ).to_dict()
 
-    def discover_streams(self) -> list[ClientsStream]:
-        return [ClientsStream(self)]
+    def discover_streams(self) -> list[BottleCrmStream]:
+        return [ClientsStream(self), ProductsStream(self), OrdersStream(self), InvoicesStream(self)]
 
 
 if __name__ == "__main__":

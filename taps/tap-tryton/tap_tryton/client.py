@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from singer_sdk.exceptions import FatalAPIError
-from singer_sdk.streams import Stream
 
+from coulisse.singer import ClosesFullScans
 from coulisse.tryton.rpc import (
     TrytonAuthError,
     TrytonClient,
@@ -261,7 +261,7 @@ class Company:
         return dt.datetime.now(tz=zone).date()
 
 
-class TrytonStream(Stream):
+class TrytonStream(ClosesFullScans):
     """Shared by every Tryton stream: one logged-in session per run, the company read once."""
 
     _tryton: TrytonClient | None = None

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
+    from coulisse.tryton.rpc import TrytonClient
+
 #: A party and its parts in one read (Tryton follows ``x.y`` through relations, lists included).
 PARTY_FIELDS = (
     "code",
@@ -211,21 +213,7 @@ class ClientsStream(TrytonStream):
 
     def _fallen_due(self, since: dt.date, today: dt.date) -> set[int]:
         """Parties with unpaid receivables that fell due since ``since``: late by the calendar."""
-        if since >= today:
-            return set()
-        domain = [
-            *RECEIVABLE_LINES,
-            ("reconciliation", "=", None),
-            ("maturity_date", ">=", since),
-            ("maturity_date", "<", today),
-        ]
-        return {
-            int(row["party"])
-            for page in read_pages(
-                self.tryton, "account.move.line", domain, ["party"], page_size=self.page_size
-            )
-            for row in page
-        }
+        return fallen_due(self.tryton, since, today, "party", page_size=self.page_size)
 
     def _clients(
         self, party_ids: Sequence[int], company: Company, today: dt.date
@@ -260,6 +248,27 @@ class ClientsStream(TrytonStream):
             client_record(party, invoices[int(party["id"])], company=company, today=today)
             for party in parties
         ]
+
+
+def fallen_due(
+    tryton: TrytonClient, since: dt.date, today: dt.date, field: str, *, page_size: int
+) -> set[int]:
+    """``field`` (``party``, ``move``) of the unpaid receivable lines that fell due since
+    ``since``: what became late by the calendar alone, with no write in Tryton."""
+    if since >= today:
+        return set()
+    domain = [
+        *RECEIVABLE_LINES,
+        ("reconciliation", "=", None),
+        ("maturity_date", ">=", since),
+        ("maturity_date", "<", today),
+    ]
+    return {
+        int(row[field])
+        for page in read_pages(tryton, "account.move.line", domain, [field], page_size=page_size)
+        for row in page
+        if row.get(field) is not None
+    }
 
 
 def client_record(

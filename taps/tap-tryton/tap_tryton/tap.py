@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from singer_sdk import Tap
 from singer_sdk import typing as th
 
+from tap_tryton.invoices import InvoicesStream
+from tap_tryton.orders import OrdersStream
+from tap_tryton.products import ProductsStream
 from tap_tryton.streams import ClientsStream
+
+if TYPE_CHECKING:
+    from tap_tryton.client import TrytonStream
 
 
 class TapTryton(Tap):
@@ -80,6 +88,24 @@ class TapTryton(Tap):
             ),
         ),
         th.Property(
+            "product_ids",
+            th.ArrayType(th.CustomType({"type": ["integer", "string"]})),
+            title="Only these products",
+            description=(
+                "Read just these product (variant) ids instead of what changed in the catalogue; "
+                "the cursors do not move."
+            ),
+        ),
+        th.Property(
+            "invoice_ids",
+            th.ArrayType(th.CustomType({"type": ["integer", "string"]})),
+            title="Only these invoices",
+            description=(
+                "Read just these customer invoice ids instead of what changed; the cursors do "
+                "not move."
+            ),
+        ),
+        th.Property(
             "full_scan",
             th.BooleanType,
             default=False,
@@ -102,8 +128,8 @@ class TapTryton(Tap):
         ),
     ).to_dict()
 
-    def discover_streams(self) -> list[ClientsStream]:
-        return [ClientsStream(self)]
+    def discover_streams(self) -> list[TrytonStream]:
+        return [ClientsStream(self), ProductsStream(self), OrdersStream(self), InvoicesStream(self)]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from coulisse.bottlecrm.client import BottleCrmClient
 from coulisse.ledger import Ledger
 from coulisse.model import STREAMS
 from target_bottlecrm.connector import SCOPES, AccountsConnector
+from target_bottlecrm.invoices import InvoicesSink
+from target_bottlecrm.orders import OrdersSink
+from target_bottlecrm.products import ProductsSink
 from target_bottlecrm.sinks import ClientsSink, PendingSink
 
 if TYPE_CHECKING:
@@ -101,6 +104,17 @@ class TargetBottleCRM(Target):
                 "CRM's unique-name rule). Keep it at or below the CRM's worker threads."
             ),
         ),
+        th.Property(
+            "followup_tasks",
+            th.BooleanType,
+            default=True,
+            title="Follow-up tasks",
+            description=(
+                "Give the advisor of an account with an overdue ERP invoice one CRM task to "
+                "follow it up (marked with the Task custom field coulisse_ref, never created "
+                "twice). Needs the tasks:write scope."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -139,6 +153,12 @@ class TargetBottleCRM(Target):
         """``clients`` is written; other canonical streams wait; anything else is a mistake."""
         if stream_name == "clients":
             return ClientsSink
+        if stream_name == "products":
+            return ProductsSink
+        if stream_name == "invoices":
+            return InvoicesSink
+        if stream_name == "orders":
+            return OrdersSink
         if stream_name in STREAMS:
             return PendingSink
         msg = (
@@ -163,7 +183,7 @@ class TargetBottleCRM(Target):
         if self._run_id is not None:
             self._ledger.finish_run(self._run_id, status=status, stats=dict(self.outcomes))
         self.logger.info(
-            "BottleCRM clients: %d written, %d already there, %d refused, %d to retry",
+            "BottleCRM: %d written, %d already there, %d refused, %d to retry",
             self.outcomes["applied"],
             self.outcomes["already_in_crm"],
             self.outcomes["refused"],

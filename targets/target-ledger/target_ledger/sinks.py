@@ -76,7 +76,8 @@ class LedgerSink(BatchSink):
     ) -> None:
         """Keep a handle on the target, which owns the ledger and the run."""
         self._target = target
-        self.full_scan = False
+        #: ACTIVATE_VERSION messages received: one opens a full scan, a second closes it.
+        self.activations = 0
         super().__init__(target, stream_name, schema, key_properties)
 
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
@@ -117,10 +118,19 @@ class LedgerSink(BatchSink):
             stats.unchanged,
         )
 
+    @property
+    def full_scan(self) -> bool:
+        """Whether the tap read the whole stream: it opened a full scan and closed it.
+
+        A tap that fails halfway sends only the opening message; sweeping then would mark the
+        records it never reached as deleted.
+        """
+        return self.activations >= 2
+
     def activate_version(self, new_version: int) -> None:
-        """The tap announces a full scan: records it does not send are deleted in the system.
+        """The tap opens (first message) or closes (second) a full scan.
 
         The sweep happens once the whole input was read (see ``TargetLedger``), never before.
         """
         del new_version
-        self.full_scan = True
+        self.activations += 1

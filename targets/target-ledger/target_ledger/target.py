@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,21 +84,25 @@ class TargetLedger(Target):
         """Open the ledger lazily: ``--about`` and ``--version`` need no database."""
         super().__init__(*args, **kwargs)
         self._ledger: Ledger | None = None
+        # Sinks drain in parallel threads; alembic's migration context is process-global.
+        self._opening = threading.RLock()
         self._run_id: int | None = None
         self.stats: dict[Entity, ObserveStats] = defaultdict(ObserveStats)
 
     @property
     def ledger(self) -> Ledger:
         """The ledger, opened (and migrated) on first use."""
-        if self._ledger is None:
-            self._ledger = Ledger.open(self.config.get("ledger_url"))
+        with self._opening:
+            if self._ledger is None:
+                self._ledger = Ledger.open(self.config.get("ledger_url"))
         return self._ledger
 
     @property
     def run_id(self) -> int:
         """This observation run, started on the first batch."""
-        if self._run_id is None:
-            self._run_id = self.ledger.start_run("observe", self.config["side"])
+        with self._opening:
+            if self._run_id is None:
+                self._run_id = self.ledger.start_run("observe", self.config["side"])
         return self._run_id
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:

@@ -16,6 +16,7 @@ from coulisse.ledger import Ledger
 from coulisse.model import STREAMS
 from coulisse.tryton.rpc import TrytonClient
 from target_tryton.connector import PartyConnector
+from target_tryton.orders import OrdersSink
 from target_tryton.sinks import ClientsSink, LeftPendingSink
 
 if TYPE_CHECKING:
@@ -116,6 +117,17 @@ class TargetTryton(Target):
                 "Retries, with growing delays, of a call refused with 429/5xx or unanswered."
             ),
         ),
+        th.Property(
+            "confirm_orders",
+            th.BooleanType,
+            default=True,
+            title="Confirm new sales",
+            description=(
+                "Confirm each sale made from a won deal right after quoting it (Tryton then "
+                "makes its invoice and shipments as the sale's methods say). Off: new sales "
+                "stay quotations for a clerk to confirm; their lines are frozen either way."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -156,6 +168,8 @@ class TargetTryton(Target):
         """Clients are written; other canonical streams are left pending; others refused."""
         if stream_name == "clients":
             return ClientsSink
+        if stream_name == "orders":
+            return OrdersSink
         if stream_name in STREAMS:
             return LeftPendingSink
         msg = (

@@ -1,0 +1,1 @@
+"""Prefect orchestration: the ``sync`` flow, its change check, its artifacts, its local server."""
