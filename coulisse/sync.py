@@ -14,6 +14,7 @@ The steps are plain functions over a :class:`SyncSession`, so `coulisse sync` an
         if apply_step(session, "erp"):
             read_back_step(session)
         apply_step(session, "crm")
+        crosscheck_step(session)
 """
 
 from __future__ import annotations
