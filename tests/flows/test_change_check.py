@@ -45,7 +45,7 @@ class FakeTryton:
         return [self.today]
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the rows are in memory."""
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from singer_sdk.sinks import BatchSink
 from coulisse.bottlecrm.client import CrmApiError, CrmUnavailableError
 from coulisse.bottlecrm.custom_fields import existing_definitions
 from coulisse.bottlecrm.deals import STATUS_FIELDS, order_from_deal, status_value
-from coulisse.ledger import LedgerError
 from coulisse.model import Order
+from target_bottlecrm.bookkeeping import Bookkeeping, access_message, admin_token
 from target_bottlecrm.connector import CrmSetupError, field_errors
 from target_bottlecrm.sinks import CrmAccessError, CrmStoppedError, Outcome
 
@@ -252,55 +252,22 @@ class OrdersSink(BatchSink):
         )
 
     def _access_message(self, exc: CrmApiError, operation: OrderOperation | None) -> str:
-        where = f" while applying {operation.label}" if operation else ""
-        return (
-            f"BottleCRM refused {exc.method} {exc.path} ({exc.status}: "
-            f"{exc.detail.rstrip('.')}){where}. Check api_token: it must be a live bcrm_pat_... "
-            f"token of an active org-admin profile with the {SCOPES} scopes. The operations "
-            "not yet applied stay pending."
+        return access_message(
+            exc,
+            operation.label if operation else None,
+            admin_token(SCOPES),
         )
 
     def _reject_malformed(self, record: Mapping[str, Any], exc: Exception) -> None:
-        operation_id = record.get("operation_id")
-        message = f"order operation {operation_id}: not a canonical order record ({exc})"
-        if isinstance(operation_id, int):
-            self.ledger.record_refused(operation_id, message=message)
-            self.outcomes["refused"] += 1
-            self.logger.warning("%s", message)
-            return
-        msg = f"{message}; the record has no operation_id, so tap-ledger did not send it"
-        raise ValueError(msg) from exc
+        self._books.reject_malformed(record, exc)
 
     # -- the ledger ---------------------------------------------------------------------------
 
     def _record(self, operation: OrderOperation, outcome: Outcome) -> None:
-        if outcome.status == "applied":
-            try:
-                done = self.ledger.record_applied(
-                    operation.id, system_id=outcome.account_id, stored=outcome.stored
-                )
-            except LedgerError as exc:
-                message = (
-                    f"{operation.label}: status written to CRM deal {outcome.account_id}, but "
-                    f"the ledger refuses the link ({exc}); link them by hand."
-                )
-                self.ledger.record_refused(operation.id, message=message)
-                self.outcomes["refused"] += 1
-                self.logger.warning("%s", message)
-                return
-            self.outcomes["applied" if outcome.wrote else "already_in_crm"] += 1
-            self.logger.info(
-                "%s: %s (CRM deal %s)%s",
-                operation.label,
-                outcome.message,
-                outcome.account_id,
-                "" if done else "; the ledger had already recorded it",
-            )
-        elif outcome.status == "refused":
-            self.ledger.record_refused(operation.id, message=outcome.message, field=outcome.field)
-            self.outcomes["refused"] += 1
-            self.logger.warning("%s", outcome.message)
-        else:
-            self.ledger.record_failed(operation.id, message=outcome.message)
-            self.outcomes["failed"] += 1
-            self.logger.warning("%s", outcome.message)
+        self._books.record(operation.id, operation.label, outcome, outcome.account_id)
+
+    @property
+    def _books(self) -> Bookkeeping:
+        return Bookkeeping(
+            self.ledger, self.outcomes, self.logger, "order", "deal", written="status written to"
+        )

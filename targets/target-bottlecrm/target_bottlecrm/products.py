@@ -33,8 +33,8 @@ from coulisse.bottlecrm.products import (
     crm_price,
     sku_key,
 )
-from coulisse.ledger import LedgerError
 from coulisse.model import Product
+from target_bottlecrm.bookkeeping import Bookkeeping, access_message
 from target_bottlecrm.connector import field_errors
 from target_bottlecrm.sinks import CrmAccessError, CrmStoppedError
 
@@ -459,55 +459,23 @@ class ProductsSink(BatchSink):
         )
 
     def _access_message(self, exc: CrmApiError, operation: ProductOperation | None) -> str:
-        where = f" while applying {operation.label}" if operation else ""
-        return (
-            f"BottleCRM refused {exc.method} {exc.path} ({exc.status}: "
-            f"{exc.detail.rstrip('.')}){where}. Check api_token: the product catalogue is "
-            "changed only by a live bcrm_pat_... token of an active org-admin profile with the "
-            f"{PRODUCT_SCOPES} scopes. The operations not yet applied stay pending."
+        return access_message(
+            exc,
+            operation.label if operation else None,
+            (
+                "the product catalogue is changed only by a live bcrm_pat_... token of an "
+                f"active org-admin profile with the {PRODUCT_SCOPES} scopes"
+            ),
         )
 
     def _reject_malformed(self, record: Mapping[str, Any], exc: Exception) -> None:
-        operation_id = record.get("operation_id")
-        message = f"product operation {operation_id}: not a canonical product record ({exc})"
-        if isinstance(operation_id, int):
-            self.ledger.record_refused(operation_id, message=message)
-            self.outcomes["refused"] += 1
-            self.logger.warning("%s", message)
-            return
-        msg = f"{message}; the record has no operation_id, so tap-ledger did not send it"
-        raise ValueError(msg) from exc
+        self._books.reject_malformed(record, exc)
 
     # -- the ledger ---------------------------------------------------------------------------
 
     def _record(self, operation: ProductOperation, outcome: Outcome) -> None:
-        if outcome.status == "applied":
-            try:
-                done = self.ledger.record_applied(
-                    operation.id, system_id=outcome.product_id, stored=outcome.stored
-                )
-            except LedgerError as exc:
-                message = (
-                    f"{operation.label}: written to CRM product {outcome.product_id}, but the "
-                    f"ledger refuses the link ({exc}); link them by hand."
-                )
-                self.ledger.record_refused(operation.id, message=message)
-                self.outcomes["refused"] += 1
-                self.logger.warning("%s", message)
-                return
-            self.outcomes["applied" if outcome.wrote else "already_in_crm"] += 1
-            self.logger.info(
-                "%s: %s (CRM product %s)%s",
-                operation.label,
-                outcome.message,
-                outcome.product_id,
-                "" if done else "; the ledger had already recorded it",
-            )
-        elif outcome.status == "refused":
-            self.ledger.record_refused(operation.id, message=outcome.message, field=outcome.field)
-            self.outcomes["refused"] += 1
-            self.logger.warning("%s", outcome.message)
-        else:
-            self.ledger.record_failed(operation.id, message=outcome.message)
-            self.outcomes["failed"] += 1
-            self.logger.warning("%s", outcome.message)
+        self._books.record(operation.id, operation.label, outcome, outcome.product_id)
+
+    @property
+    def _books(self) -> Bookkeeping:
+        return Bookkeeping(self.ledger, self.outcomes, self.logger, "product", "product")
