@@ -15,7 +15,7 @@ INSTALLED := $(VENV)/.coulisse-installed
 help:
 	@echo "make demo   set up everything (virtualenvs, local CRM and ERP, sample data), run the main job"
 	@echo "make test   set up what the tests need, then ruff, mypy and pytest (live CRM and ERP)"
-	@echo "make stack-down   stop the demo's CRM and ERP (data kept)"
+	@echo "make stack-down   stop the demo's CRM, ERP and Prefect server (data kept)"
 
 $(INSTALLED): pyproject.toml $(PLUGINS)
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+ or run make PYTHON=python3.12"; exit 1; }
@@ -53,7 +53,6 @@ test: lint typecheck
 	$(BIN)/pytest
 
 stack-down: $(INSTALLED)
-	$(BIN)/coulisse flows down
 	$(BIN)/coulisse stack down
 
 clean: stack-down

@@ -81,13 +81,33 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the servers `up` started (only those, by PID). Data is kept."""
+    """Stop the servers `up` and `coulisse flows up` started (only those, by PID). Data is kept.
+
+    The Prefect server and its served sync stop first: left running, the schedule would fail
+    every interval against a CRM and an ERP that are gone.
+    """
+    for name, was_running in _stop_flows().items():
+        out.print(f"{name}: {'stopped' if was_running else 'was not running'}")
     try:
         stopped = _stack().down()
     except StackError as exc:
         raise _fail(exc) from exc
     for system, was_running in stopped.items():
         out.print(f"{system}: {'stopped' if was_running else 'was not running'}")
+
+
+def _stop_flows() -> dict[str, bool]:
+    """Stop this stack's Prefect server and served deployment, when `flows up` started them."""
+    from coulisse.orchestration.server import PrefectStack
+    from coulisse.orchestration.settings import FlowSettings
+    from coulisse.project import ConfigError, project_env
+
+    try:
+        settings = FlowSettings.load(project_env())
+    except ConfigError as exc:
+        console.print(f"[yellow]Prefect left as it is:[/] {exc}")
+        return {}
+    return PrefectStack(StackLayout.from_env(), settings).down()
 
 
 @app.command()
