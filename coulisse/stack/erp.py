@@ -20,7 +20,7 @@ import requests
 from coulisse.stack import postgres
 from coulisse.stack.envfile import read_env_file, update_env_file
 from coulisse.stack.errors import StackError
-from coulisse.stack.locks import prepare_lock
+from coulisse.stack.locks import file_lock, prepare_lock
 from coulisse.stack.process import ManagedProcess, port_in_use, run_checked
 from coulisse.stack.pythons import find_python311
 from coulisse.tryton.rpc import TrytonClient, TrytonError
@@ -108,6 +108,15 @@ class ErpStack:
         return self.venv / ".coulisse-installed"
 
     def ensure_installed(self) -> bool:
+        """See ``_install``; several stacks share the virtualenv, so one builds it at a time
+        (each would otherwise delete the other's half-built one)."""
+        wanted = "\n".join(ERP_REQUIREMENTS)
+        if self._install_stamp.exists() and self._install_stamp.read_text() == wanted:
+            return False
+        with file_lock(self.venv.with_name("erp-install.lock")):
+            return self._install()
+
+    def _install(self) -> bool:
         """Create Tryton's own Python 3.11 virtualenv; True when something was installed."""
         wanted = "\n".join(ERP_REQUIREMENTS)
         if self._install_stamp.exists() and self._install_stamp.read_text() == wanted:
