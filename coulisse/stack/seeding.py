@@ -49,7 +49,9 @@ def seed_stack(
     say = console.print if console is not None else (lambda *_a, **_k: None)
 
     say(f"Seeding the ERP: {len(data.erp_clients)} clients, {len(data.invoices)} invoices...")
-    erp_report = seed_erp(stack.erp.client(), stack.erp.admin_client(), data)
+    # Bulk writes (hundreds of invoices posted in one call): minutes, not the sync's 30 s, on a
+    # busy machine, so a slow answer is not mistaken for a lost one.
+    erp_report = seed_erp(stack.erp.client(timeout=600), stack.erp.admin_client(timeout=600), data)
 
     say(
         f"Seeding the CRM: {len(data.crm_clients)} accounts with contacts, "
