@@ -4,7 +4,8 @@ A BottleCRM token cannot read its own scopes and a Tryton user's rights are spre
 groups, so doctor asks each system what the sync will ask of it, without changing any data
 (``--fix`` aside): credentials, the admin role and scopes, Coulisse's custom fields, won
 stages, access rights, the company and its currency, a fiscal year open today, a payment
-method, customer taxes, the currency mapping, then the ledger and the Meltano project.
+method, customer taxes, the currency mapping, then the ledger and the Meltano project, and
+whether alerts are on (:func:`coulisse.orchestration.alerts.alert_checks`).
 Settings are read exactly as the sync reads them (:func:`coulisse.project.project_env`).
 """
 
@@ -18,6 +19,7 @@ from coulisse.doctor.erp import ErpFacts, erp_checks
 from coulisse.doctor.local import ledger_checks, meltano_checks
 from coulisse.doctor.mapping import mapping_checks
 from coulisse.doctor.report import Check, DoctorReport
+from coulisse.orchestration.alerts import alert_checks
 from coulisse.project import project_env
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ def run_doctor(
     guarded("mapping", lambda: mapping_checks(crm, erp, report))
     guarded("ledger", lambda: ledger_checks(settings, report, fix=fix))
     guarded("meltano", lambda: meltano_checks(report))
+    guarded("alerts", lambda: alert_checks(settings, report))
     return report
 
 

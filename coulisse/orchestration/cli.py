@@ -28,7 +28,11 @@ flows_app = typer.Typer(
         "Settings (environment or .env): COULISSE_PREFECT_PORT (default 4200), "
         "COULISSE_SYNC_INTERVAL (seconds between runs, 15), COULISSE_CRM_SCAN_MINUTES (full "
         "CRM read, 10), COULISSE_LOCK_WAIT (seconds a run waits for another sync, 30), "
-        "COULISSE_STEP_RETRIES (2), PREFECT_HOME (default <stack home>/prefect)."
+        "COULISSE_STEP_RETRIES (2), PREFECT_HOME (default <stack home>/prefect).\n\n"
+        "Alerts: COULISSE_ALERT_WEBHOOK_URL (a webhook that takes a JSON POST: Slack, Teams, "
+        "ntfy...; unset: alerts off) gets a message when a sync run fails, and when one run "
+        "puts COULISSE_ALERT_QUARANTINE_GROWTH (1) or more new records in quarantine; `flows "
+        "up` sets them up on the Prefect server."
     ),
     no_args_is_help=True,
 )
@@ -47,7 +51,9 @@ def _settings() -> FlowSettings:
 def _stack() -> PrefectStack:
     from coulisse.orchestration.server import PrefectStack
 
-    return PrefectStack(StackLayout.from_env(), _settings())
+    settings = _settings()
+    _use_local_server(settings)  # `up` and `status` talk to the server through Prefect's client
+    return PrefectStack(StackLayout.from_env(), settings)
 
 
 def _use_local_server(settings: FlowSettings) -> None:
@@ -56,6 +62,8 @@ def _use_local_server(settings: FlowSettings) -> None:
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    from coulisse.orchestration.alerts import describe
+
     served = "[green]yes[/]" if status["deployment_served"] else "[red]no[/]"
     running = "[green]yes[/]" if status["server_running"] else "[red]no[/]"
     out.print(f"Prefect server running: {running}   UI: {status['ui']}")
@@ -63,15 +71,17 @@ def _print_status(status: dict[str, Any]) -> None:
         f"Deployment {status['deployment']} served: {served}   every "
         f"{status['interval_seconds']:g} s"
     )
+    out.print(f"Alerts: {describe(status['alerts'])}", highlight=False)
     out.print(f"Logs: {', '.join(status['logs'])}")
 
 
 @flows_app.command()
 def up() -> None:
-    """Start the local Prefect server and serve the `sync` flow on its interval.
+    """Start the local Prefect server, set up its alerts, and serve the `sync` flow.
 
     Both run in the background (PID files in the stack's run/ folder) until `coulisse flows
-    down`; the first start creates the server's database (about 10 s).
+    down`; the first start creates the server's database (about 10 s). Alerts follow
+    COULISSE_ALERT_WEBHOOK_URL each time: created or updated, or removed when it is unset.
     """
     try:
         status = _stack().up()

@@ -11,13 +11,17 @@ The flow holds the ledger's run lock, shared with `coulisse sync` and `coulisse 
 that finds it taken waits ``COULISSE_LOCK_WAIT`` seconds, then ends as *Skipped* (nothing
 written). Every ledger run it starts carries its Prefect flow run id, and it publishes what the
 ledger says it did as artifacts (:mod:`coulisse.orchestration.report`). A failed step fails the
-flow run with that step's error (the `meltano run`, its exit code and its log's tail).
+flow run with that step's name and error (the `meltano run`, its exit code and its log's tail):
+``Step observe failed: ...``, the state message the failure alert carries. A run that put at
+least ``COULISSE_ALERT_QUARANTINE_GROWTH`` records newly in quarantine emits a
+``coulisse.quarantine.grew`` event, failed or not (:mod:`coulisse.orchestration.alerts`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
@@ -30,14 +34,16 @@ from prefect.variables import Variable
 
 from coulisse.ledger import LockBusyError
 from coulisse.ledger.store import utcnow
+from coulisse.orchestration.alerts import announce_quarantine_growth, quarantine_growth
 from coulisse.orchestration.changes import Workload, check_changes, consume_crm_changes
 from coulisse.orchestration.report import build_report, markdown
 from coulisse.orchestration.settings import FlowSettings
-from coulisse.project import project_env
+from coulisse.project import ConfigError, project_env
 from coulisse.sync import (
     OBSERVE_SIDE,
     STREAMS,
     SyncSession,
+    SyncStepError,
     apply_step,
     crosscheck_step,
     holder_name,
@@ -62,6 +68,19 @@ R = TypeVar("R")
 CRM_READS_VARIABLE = "coulisse_crm_full_reads"
 #: The artifact keys: one summary, one table per entity (``sync-clients``...).
 SUMMARY_KEY = "sync-summary"
+
+
+@dataclass
+class _Progress:
+    """The step a run is in: a failure names it."""
+
+    step: str = "change-check"
+
+
+def _failed(step: str, exc: Exception) -> SyncStepError:
+    """The run's error: the step, then its cause (Coulisse's own errors say what to fix)."""
+    cause = str(exc) if isinstance(exc, (SyncStepError, ConfigError)) else None
+    return SyncStepError(f"Step {step} failed: {cause or f'{type(exc).__name__}: {exc}'}")
 
 
 def _as_is(session: SyncSession) -> SyncSession:
@@ -178,9 +197,12 @@ def _cycle(
     """The run under the lock: check, then the steps the check asked for, then the report."""
     logger = get_run_logger()
     started = utcnow()
-    work = _retried(change_check, settings)(
-        _as_is(session), _last_crm_reads(), settings.crm_scan_minutes, force
-    )
+    try:
+        work = _retried(change_check, settings)(
+            _as_is(session), _last_crm_reads(), settings.crm_scan_minutes, force
+        )
+    except Exception as exc:
+        raise _failed("change-check", exc) from exc
     title = f"Sync {run.name}"
     outcome: dict[str, Any] = {"flow_run_id": str(run.id), "checks": work.to_dict()}
     if work.idle:
@@ -192,22 +214,30 @@ def _cycle(
         return {**outcome, "idle": True}
     logger.info("To do: %s", "; ".join(work.reasons))
     error: str | None = None
+    progress = _Progress()
     try:
-        _steps(session, work, settings, started)
+        _steps(session, work, settings, started, progress)
     except Exception as exc:
-        error = str(exc)
-        raise
+        failure = _failed(progress.step, exc)
+        error = str(failure)
+        raise failure from exc
     finally:
         _publish(session, work, title, error)
+        _announce_quarantine(session, settings, run, started)
     return {**outcome, "idle": False, **session.result.to_dict()}
 
 
 def _steps(
-    session: SyncSession, work: Workload, settings: FlowSettings, started: dt.datetime
+    session: SyncSession,
+    work: Workload,
+    settings: FlowSettings,
+    started: dt.datetime,
+    progress: _Progress,
 ) -> None:
     """Observe, plan, apply: what ``work`` needs, in the order of `coulisse sync`."""
     pairs = work.observe_pairs()
     if pairs:
+        progress.step = "observe"
         _retried(observe, settings)(_as_is(session), pairs, extra_env=work.observe_env())
         consume_crm_changes(
             session.ledger, work.flags, by=f"prefect flow run {session.flow_run_id}"
@@ -215,15 +245,21 @@ def _steps(
         if work.crm_full:
             _remember_crm_reads(work.crm_full, started)
     if pairs or work.unplanned:
+        progress.step = "plan"
         _retried(plan, settings)(_as_is(session))
     if session.result.dry_run:
         return
+    progress.step = "apply-erp"
     if _retried(apply, settings)(_as_is(session), "erp"):
         # What the ERP did with our writes (a new party's client code, its balance) belongs
         # in the CRM too: read it back now, so the next run has nothing left to write.
+        progress.step = "observe-erp"
         _retried(observe, settings)(_as_is(session), [OBSERVE_SIDE["erp"]], "observe-erp")
+        progress.step = "plan"
         _retried(plan, settings)(_as_is(session), settle=True)
+    progress.step = "apply-crm"
     _retried(apply, settings)(_as_is(session), "crm")
+    progress.step = "cross-check"
     crosscheck_step(session)
 
 
@@ -258,3 +294,28 @@ def _publish(session: SyncSession, work: Workload, title: str, error: str | None
         )
     except Exception:  # a report must never hide the run's own outcome
         logger.exception("Could not publish this run's artifacts")
+
+
+def _announce_quarantine(
+    session: SyncSession, settings: FlowSettings, run: FlowRun, started: dt.datetime
+) -> None:
+    """Emit the quarantine-growth event when this run held back enough new records."""
+    logger = get_run_logger()
+    threshold = settings.alerts.quarantine_growth
+    try:
+        growth = quarantine_growth(session.ledger, str(run.id), started)
+        if announce_quarantine_growth(growth, run_name=run.name, threshold=threshold):
+            logger.warning(
+                "%d new record(s) in quarantine (alert threshold %d): %s",
+                growth.records,
+                threshold,
+                ", ".join(f"{reason} {n}" for reason, n in growth.reasons().most_common()),
+            )
+        elif growth.records:
+            logger.info(
+                "%d new record(s) in quarantine, under the alert threshold (%d)",
+                growth.records,
+                threshold,
+            )
+    except Exception:  # an alert must never hide the run's own outcome
+        logger.exception("Could not check this run's quarantine for an alert")

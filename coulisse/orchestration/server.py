@@ -4,7 +4,8 @@
 ``prefect/`` folder) and listens on 127.0.0.1 only; a second process serves the ``sync``
 deployment (``flow.serve``) on an interval. Both are started and stopped by PID like the CRM
 and the ERP (:class:`coulisse.stack.process.ManagedProcess`), their logs in the stack's
-``logs/`` folder.
+``logs/`` folder. Between the two, the server's alerts are made to match the settings
+(:mod:`coulisse.orchestration.alerts`): a notification block and two automations, or none.
 
 The served process keeps Prefect and Coulisse imported between runs, but Prefect 3.9's runner
 starts each flow run in a fresh interpreter (``multiprocessing`` spawn), which imports them
@@ -129,10 +130,23 @@ class PrefectStack:
         )
         return True
 
+    def configure_alerts(self) -> list[str]:
+        """Create, update or remove the server's alerts as the settings say; their names."""
+        from coulisse.orchestration.alerts import configure_alerts
+
+        try:
+            return configure_alerts(self.settings.alerts, self.settings.api_url)
+        except Exception as exc:
+            raise StackError(
+                f"could not set up the alerts on the Prefect server ({type(exc).__name__}: "
+                f"{exc}); see {self.server.log_file}, fix, and run `coulisse flows up` again."
+            ) from exc
+
     def up(self) -> dict[str, Any]:
-        """Start the server, then the served deployment; harmless when they run."""
+        """Start the server, set its alerts, then the served deployment; harmless when they run."""
         self.layout.ensure_dirs()
         self.start_server()
+        self.configure_alerts()
         self.start_worker()
         return self.status()
 
@@ -141,13 +155,19 @@ class PrefectStack:
         return {"prefect-serve": self.worker.stop(), "prefect-server": self.server.stop()}
 
     def status(self) -> dict[str, Any]:
+        from coulisse.orchestration.alerts import alert_status
+
+        running = self.server.is_running() and self.server_answers()
         return {
             "ui": self.settings.ui_url,
             "api": self.settings.api_url,
             "prefect_home": str(self.settings.prefect_home),
-            "server_running": self.server.is_running() and self.server_answers(),
+            "server_running": running,
             "deployment": f"{FLOW}/{DEPLOYMENT}",
             "deployment_served": self.deployment_served(),
             "interval_seconds": self.settings.interval,
+            "alerts": alert_status(
+                self.settings.alerts, self.settings.api_url, server_running=running
+            ),
             "logs": [str(self.server.log_file), str(self.worker.log_file)],
         }

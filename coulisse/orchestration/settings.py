@@ -9,20 +9,31 @@
 | ``COULISSE_STEP_RETRY_DELAY`` | 10 | seconds before a step is retried |
 | ``COULISSE_PREFECT_PORT`` | 4200 | where the local Prefect server (API and UI) listens |
 | ``PREFECT_HOME`` | ``<stack home>/prefect`` | the local server's SQLite database and settings |
+| ``COULISSE_ALERT_WEBHOOK_URL`` | (none: alerts off) | where alerts are POSTed as JSON (a secret) |
+| ``COULISSE_ALERT_QUARANTINE_GROWTH`` | 1 | records newly quarantined by one run that alert |
 
 The interval is 15 s because the freshness aim (an ERP change in the CRM within 30 s, p95)
 is one wait for the next run plus a run (about 10 s with its `meltano run`s); an idle run only
 costs the change check, a few Tryton calls.
+
+The two alert settings are declared in meltano.yml as settings of the ``coulisse`` utility
+(``alert_webhook_url``, sensitive, and ``alert_quarantine_growth``), so `meltano config coulisse
+set ...` works too: Meltano writes the URL to ``.env`` and the threshold to meltano.yml, where
+:meth:`AlertSettings.load` reads it when the environment does not say.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import string
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from coulisse.project import ConfigError
-from coulisse.stack.layout import StackLayout
+from coulisse.stack.layout import PROJECT_ROOT, StackLayout
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,6 +52,92 @@ def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float)
     return value
 
 
+#: The alert settings, as environment variables and as settings of meltano.yml's ``coulisse``.
+ALERT_WEBHOOK_URL = "COULISSE_ALERT_WEBHOOK_URL"
+ALERT_QUARANTINE_GROWTH = "COULISSE_ALERT_QUARANTINE_GROWTH"
+
+
+def _meltano_setting(name: str, env: Mapping[str, str], meltano_yml: Path) -> str:
+    """A value set in meltano.yml under ``plugins > utilities > coulisse > config`` ("" if none).
+
+    ``$VAR`` and ``${VAR}`` are taken from ``env``, as Meltano expands them.
+    """
+    try:
+        document: dict[str, Any] = yaml.safe_load(meltano_yml.read_text(encoding="utf-8")) or {}
+    except OSError:
+        return ""
+    utilities = (document.get("plugins") or {}).get("utilities") or []
+    coulisse = next((u for u in utilities if u.get("name") == "coulisse"), None)
+    value = ((coulisse or {}).get("config") or {}).get(name)
+    return "" if value is None else string.Template(str(value)).safe_substitute(env).strip()
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go, and how much quarantine growth in one run is worth one.
+
+    ``webhook_url`` None means alerts are off: nothing is configured on the Prefect server.
+    """
+
+    webhook_url: str | None = None
+    quarantine_growth: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.webhook_url is not None
+
+    @property
+    def receiver(self) -> str:
+        """The webhook's scheme and host only: its path often carries the secret (Slack's)."""
+        if self.webhook_url is None:
+            return "off"
+        parts = urllib.parse.urlsplit(self.webhook_url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
+
+    @classmethod
+    def load(
+        cls, env: Mapping[str, str], meltano_yml: Path = PROJECT_ROOT / "meltano.yml"
+    ) -> AlertSettings:
+        """The environment (or ``.env``) first, then meltano.yml; bad values are refused."""
+        url = env.get(ALERT_WEBHOOK_URL, "").strip() or _meltano_setting(
+            "alert_webhook_url", env, meltano_yml
+        )
+        raw = env.get(ALERT_QUARANTINE_GROWTH, "").strip() or _meltano_setting(
+            "alert_quarantine_growth", env, meltano_yml
+        )
+        return cls(webhook_url=_webhook_url(url), quarantine_growth=_growth(raw))
+
+
+def _webhook_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        # The value is not echoed: a webhook URL is a secret, even a mistyped one.
+        raise ConfigError(
+            f"{ALERT_WEBHOOK_URL} is not a web address (it must start with https:// or "
+            "http:// and name a host): set it to the incoming-webhook URL your chat or "
+            "notification service gives (Slack, Teams, ntfy...), or leave it empty to turn "
+            "alerts off."
+        )
+    return raw
+
+
+def _growth(raw: str) -> int:
+    if not raw:
+        return 1
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"{ALERT_QUARANTINE_GROWTH}={raw!r} is not valid: use a whole number of at least 1 "
+            "(how many records newly quarantined by one sync run raise an alert)."
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class FlowSettings:
     """What the ``sync`` flow and its local Prefect server need to know."""
@@ -52,6 +149,7 @@ class FlowSettings:
     retry_delay: float
     port: int
     prefect_home: Path
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @classmethod
     def load(cls, env: Mapping[str, str]) -> FlowSettings:
@@ -68,6 +166,7 @@ class FlowSettings:
             retry_delay=_number(env, "COULISSE_STEP_RETRY_DELAY", 10, minimum=0),
             port=port,
             prefect_home=Path(home) if home else StackLayout.from_env(dict(env)).home / "prefect",
+            alerts=AlertSettings.load(env),
         )
 
     @property
