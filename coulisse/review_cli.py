@@ -143,6 +143,64 @@ def decide_duplicate(
     )
 
 
+@links_app.command("unlink")
+def unlink(
+    record: Annotated[
+        str, typer.Argument(help="The link id, or the CRM account id or ERP party id it joins.")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Undo a wrong client link: the two records are different clients.
+
+    Removes the reference each system keeps of the other (the CRM account's ERP reference, the
+    ERP party's CRM identifier), then forgets the link and records the pair as distinct, so no
+    rule links them again. The next `coulisse sync` matches each anew (same VAT or SIREN, or a
+    probable twin for review) or creates its own twin in the other system: link the right twin
+    first with `coulisse links link` if no rule would find it. Clients only.
+    """
+    import os
+
+    from coulisse.bottlecrm.client import CrmApiError, CrmUnavailableError
+    from coulisse.project import project_env
+    from coulisse.tryton.rpc import TrytonError
+    from coulisse.unlink import UnlinkError, connect, find_client_link, unlink_client
+
+    errors = Console(stderr=True)
+    ledger = _ledger()
+    try:
+        link = find_client_link(ledger, record)
+        console.print(
+            f"link {link.id}: client CRM account {link.crm_key} = ERP party {link.erp_key} "
+            f"(linked by {link.origin})"
+        )
+        if not yes and not typer.confirm(
+            "Unlink them? The next sync matches each again or creates its own twin", default=False
+        ):
+            raise typer.Exit(code=1)
+        crm, erp = connect(project_env())
+        done = unlink_client(
+            ledger, link, crm, erp, holder=f"coulisse links unlink ({os.getpid()})"
+        )
+    except (UnlinkError, ConfigError) as exc:
+        errors.print(f"[bold red]unlink:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    except (CrmApiError, CrmUnavailableError, TrytonError) as exc:
+        errors.print(
+            f"[bold red]unlink:[/] {exc}\nThe link is kept in the ledger; once the system "
+            "answers, run the command again (what was already removed is skipped)."
+        )
+        raise typer.Exit(code=1) from exc
+    finally:
+        ledger.close()
+    console.print(
+        f"link {link.id} undone: CRM reference "
+        + ("cleared" if done.crm_reference_cleared else "was already gone")
+        + ", ERP reference "
+        + ("deleted" if done.erp_reference_deleted else "was already gone")
+        + "; the next `coulisse sync` matches each record again, never to the other."
+    )
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,

@@ -1432,17 +1432,7 @@ class Ledger:
                 .where(t.reviews.c.id == review_id)
                 .values(status="linked" if same else "distinct", decided_at=utcnow())
             )
-            # Both records are planned again at the next run.
-            for side, key in (("crm", row.crm_key), ("erp", row.erp_key)):
-                conn.execute(
-                    sa.update(t.observed)
-                    .where(
-                        t.observed.c.side == side,
-                        t.observed.c.entity == row.entity,
-                        t.observed.c.source_key == key,
-                    )
-                    .values(pending=True)
-                )
+            _plan_pair_again(conn, row.entity, row.crm_key, row.erp_key)
         if same:
             self.link(row.entity, row.crm_key, row.erp_key, origin="review")
 
@@ -1481,6 +1471,84 @@ class Ledger:
                 )
                 .values(pending=True)
             )
+
+    def dissolve_link(self, link_id: int, *, reason: str = "unlinked by hand") -> Link:
+        """Undo a wrong link: the two records are different ones, never to be linked again.
+
+        The link keeps its id (operations and conflicts refer to it) but loses both records;
+        its open operations are superseded and its open conflicts closed. The pair is recorded
+        as distinct (a ``reviews`` row), so no matching rule links them again, and both
+        records are planned again at the next run: each is matched anew or gets its own twin.
+        The references each system keeps of the other are the caller's to remove first
+        (:mod:`coulisse.unlink`). Returns the link as it was.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            link = self._link_by_id(conn, link_id)
+            if link.crm_key is None or link.erp_key is None:
+                msg = (
+                    f"{link.entity} link {link_id} joins no two records "
+                    f"(CRM {link.crm_key or '-'}, ERP {link.erp_key or '-'})"
+                )
+                raise LedgerError(msg)
+            ops = t.operations.c
+            conn.execute(
+                sa.update(t.operations)
+                .where(ops.link_id == link_id, ops.status.in_(("pending", "in_flight")))
+                .values(status="superseded", finished_at=now, error_message=reason)
+            )
+            conflicts = t.conflicts.c
+            conn.execute(
+                sa.update(t.conflicts)
+                .where(conflicts.link_id == link_id, conflicts.status.in_(("open", "resolved")))
+                .values(status="closed", resolution="unlinked", updated_at=now)
+            )
+            reviews = t.reviews.c
+            pair = (
+                reviews.entity == link.entity,
+                reviews.crm_key == link.crm_key,
+                reviews.erp_key == link.erp_key,
+            )
+            decided = {"status": "distinct", "reason": reason[:64], "decided_at": now}
+            if not conn.execute(sa.update(t.reviews).where(*pair).values(decided)).rowcount:
+                conn.execute(
+                    sa.insert(t.reviews).values(
+                        entity=link.entity,
+                        crm_key=link.crm_key,
+                        erp_key=link.erp_key,
+                        created_at=now,
+                        **decided,
+                    )
+                )
+            conn.execute(
+                sa.update(t.links)
+                .where(t.links.c.id == link_id)
+                .values(
+                    crm_key=None,
+                    erp_key=None,
+                    origin="unlinked",
+                    agreed=None,
+                    crm_echo=None,
+                    erp_echo=None,
+                    updated_at=now,
+                )
+            )
+            _plan_pair_again(conn, link.entity, link.crm_key, link.erp_key)
+        return link
+
+
+def _plan_pair_again(conn: Connection, entity: str, crm_key: str, erp_key: str) -> None:
+    """Have the next plan look at both records of a pair again (after a person's decision)."""
+    for side, key in (("crm", crm_key), ("erp", erp_key)):
+        conn.execute(
+            sa.update(t.observed)
+            .where(
+                t.observed.c.side == side,
+                t.observed.c.entity == entity,
+                t.observed.c.source_key == key,
+            )
+            .values(pending=True)
+        )
 
 
 def _duplicate_from_row(row: Any) -> Duplicate:

@@ -69,7 +69,7 @@ _REFUSED = (Reason.REFUSED_BY_CRM.value, Reason.REFUSED_BY_ERP.value)
 #: Which systems a record created in the other one may be created in. The catalogue is the
 #: ERP's; a won deal becomes a sale, never a sale a deal; an ERP invoice reaches the CRM once
 #: posted (see ``_may_create``). A CRM draft invoice reaching the ERP is the planner's option
-#: ``crm_invoices_to_erp``: off until target-tryton writes invoices.
+#: ``crm_invoices_to_erp`` (the sync passes the policy's setting of that name, on by default).
 _CREATED_IN: dict[Entity, frozenset[Side]] = {
     "client": frozenset({"crm", "erp"}),
     "product": frozenset({"crm"}),
@@ -356,8 +356,8 @@ class Planner:
         """Plan on ``ledger`` under ``policy`` (the defaults when None).
 
         ``flow_run_id``: the orchestrator's run (a Prefect flow run id) the plan belongs to.
-        ``crm_invoices_to_erp``: CRM draft invoices become ERP drafts (needs an ERP target that
-        writes invoices; target-tryton does not yet).
+        ``crm_invoices_to_erp``: CRM draft invoices become ERP drafts (target-tryton writes
+        them); off unless given: `coulisse sync` gives the policy's ``crm_invoices_to_erp``.
         """
         self.ledger = ledger
         self.flow_run_id = flow_run_id
@@ -375,6 +375,8 @@ class Planner:
         }
         #: Per plan: whether a system holds any valid record of an entity to match against.
         self._matchable: dict[tuple[Entity, Side], bool] = {}
+        #: Per plan: whether an entity has pairs decided distinct (see ``_apart``).
+        self._distinct: dict[Entity, bool] = {}
         #: The fields of a create, by rule set and source system (see ``_create_fields``).
         self._fields: dict[tuple[int, Side], list[str]] = {}
         #: Per plan: records reconciled so far, and whether statistics were refreshed since.
@@ -386,6 +388,7 @@ class Planner:
     def plan(self, *, dry_run: bool = False) -> PlanSummary:
         """Check, match and merge every pending record; queue operations unless ``dry_run``."""
         self._matchable = {}
+        self._distinct = {}
         self._reconciled = 0
         self._analyzed = False
         with self.ledger.engine.connect() as conn:
@@ -777,10 +780,12 @@ class Planner:
         pairs: dict[str, tuple[str | None, str]] = {}
         taken: set[str] = set()
         held: dict[str, str] = {}
+        # Pairs a person said are two records (`coulisse links unlink`): never linked again.
+        apart = self._apart(conn, entity, side, [row.key for row in rows])
         # 1. The record carries its twin's id (an external reference kept in the system).
         for row in rows:
             ref = (row.normalised or {}).get(f"{twin_side}_id")
-            if ref:
+            if ref and (row.key, ref) not in apart:
                 pairs[row.key] = (ref, "ref")
                 taken.add(ref)
         matchable = self._matchable_in(conn, entity, twin_side)
@@ -802,7 +807,11 @@ class Planner:
             )
             for row in waiting:
                 value = str(row.match[column])
-                options = [key for key in found.get(value, []) if key not in taken]
+                options = [
+                    key
+                    for key in found.get(value, [])
+                    if key not in taken and (row.key, key) not in apart
+                ]
                 if len(options) > 1:
                     held[row.key] = (
                         f"{twin_side.upper()} {entity}s {', '.join(options)} share its "
@@ -891,6 +900,24 @@ class Planner:
                 chunk.events.append(EventItem(side, entity, key, "linked", {"twin": twin}))
                 chunk.superseded_links.append(result.id)
         return linked
+
+    def _apart(
+        self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]
+    ) -> set[tuple[str, str]]:
+        """(own key, twin key) pairs among ``keys`` decided distinct; one query per plan when
+        there are none (the usual case)."""
+        if entity not in self._distinct:
+            self._distinct[entity] = bool(
+                conn.execute(
+                    sa.select(t.reviews.c.id)
+                    .where(t.reviews.c.entity == entity, t.reviews.c.status == "distinct")
+                    .limit(1)
+                ).first()
+            )
+        if not self._distinct[entity]:
+            return set()
+        states = self._review_states(conn, entity, side, keys)
+        return {pair for pair, state in states.items() if state == "distinct"}
 
     def _review_states(
         self, conn: Connection, entity: Entity, side: Side, keys: Sequence[str]

@@ -302,3 +302,52 @@ def test_a_probable_duplicate_waits_for_a_person_then_is_linked(live: LiveStack,
     assert account["custom_fields"].get("erp_ref") == str(party_id)
     assert len([a for a in _accounts(crm) if tag in a["name"].lower()]) == 1
     assert len(erp.search("party.party", [("name", "ilike", f"%{tag}%")])) == 1
+
+
+def test_a_wrong_link_is_undone_and_never_made_again(live: LiveStack, first_sync):
+    from typer.testing import CliRunner
+
+    from coulisse.cli import app
+
+    crm, erp = live.stack.crm.client(), live.stack.erp.client()
+    tag = uuid.uuid4().hex[:5]
+    # Two different clients that a person linked by mistake.
+    account_id = crm.post(
+        "accounts/",
+        {"name": f"Librairie Vautrin {tag}", "postcode": "33000", "city": "Bordeaux"},
+    )["id"]
+    (party_id,) = erp.create("party.party", [{"name": f"Garage Lemoine {tag}"}])
+    runner = CliRunner()
+    linked = runner.invoke(app, ["links", "link", account_id, str(party_id)])
+    assert linked.exit_code == 0, linked.output
+    sync(("client",))
+    account = crm.get(f"accounts/{account_id}/")["account_obj"]
+    assert account["custom_fields"].get("erp_ref") == str(party_id)
+    assert erp.search("party.identifier", [("code", "=", crm_reference(account_id))])
+
+    undone = runner.invoke(app, ["links", "unlink", account_id, "--yes"])
+
+    assert undone.exit_code == 0, undone.output
+    assert "CRM reference cleared, ERP reference deleted" in undone.output
+    account = crm.get(f"accounts/{account_id}/")["account_obj"]
+    assert not account["custom_fields"].get("erp_ref"), "the CRM no longer names the party"
+    assert not erp.search("party.identifier", [("code", "=", crm_reference(account_id))])
+    again = runner.invoke(app, ["links", "unlink", account_id, "--yes"])
+    assert again.exit_code == 1
+    assert "names no client link" in again.output
+
+    sync(("client",))
+
+    account = crm.get(f"accounts/{account_id}/")["account_obj"]
+    new_party = account["custom_fields"].get("erp_ref")
+    assert new_party
+    assert new_party != str(party_id), "the account got a twin of its own"
+    (twin,) = erp.search("party.identifier", [("code", "=", crm_reference(account_id))])
+    (identifier,) = erp.read("party.identifier", [twin], ["party"])
+    assert identifier["party"] == int(new_party)
+    ledger = Ledger.open(ledger_url())
+    try:
+        party_link = ledger.links_for("client", "erp", [str(party_id)]).get(str(party_id))
+    finally:
+        ledger.close()
+    assert party_link is None or party_link.crm_key != account_id, "never linked again"
