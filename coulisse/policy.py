@@ -130,6 +130,10 @@ class SyncPolicy(BaseModel):
     invoices: EntityPolicy
     #: Region for phone numbers written without a country prefix (ISO 3166 alpha-2).
     default_phone_region: str = "FR"
+    #: A draft invoice an advisor writes in the CRM, with no ERP sale behind its deal, becomes
+    #: an ERP draft for a clerk to check and post; the CRM draft then mirrors the ERP invoice.
+    #: Off: CRM drafts stay in the CRM (the planner's ``crm_invoices_to_erp``).
+    crm_invoices_to_erp: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -294,7 +294,13 @@ def plan_step(session: SyncSession, *, settle: bool = False) -> PlanSummary:
     ``settle`` is the plan after reading back the ERP's writes: never a dry run.
     """
     started = time.monotonic()
-    planner = Planner(session.ledger, sync_policy(), flow_run_id=session.flow_run_id)
+    policy = sync_policy()
+    planner = Planner(
+        session.ledger,
+        policy,
+        flow_run_id=session.flow_run_id,
+        crm_invoices_to_erp=policy.crm_invoices_to_erp,
+    )
     summary = planner.plan(dry_run=session.result.dry_run and not settle)
     session.record("plan", time.monotonic() - started)
     if settle:

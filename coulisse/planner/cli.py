@@ -98,7 +98,7 @@ def plan(
     ledger = Ledger.open(ledger_url)
     console = Console()
     try:
-        planner = Planner(ledger, policy)
+        planner = Planner(ledger, policy, crm_invoices_to_erp=policy.crm_invoices_to_erp)
         if dry_run:
             summary = planner.plan(dry_run=True)
         else:

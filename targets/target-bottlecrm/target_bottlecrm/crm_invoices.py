@@ -6,10 +6,15 @@ BottleCRM facts this module lives with (read from its source, django-crm 1.35.0)
   through its detail. Looking an invoice up by custom field (``?cf_erp_ref=``) fails on SQLite,
   so a lost answer is found again among the invoices with the same total, read in full.
 - Invoices have no PATCH; their PUT is partial (custom fields are merged with the stored ones).
-  ``client_email`` cannot be blanked through the API (``This field may not be blank``).
+  ``client_email`` cannot be blanked through the API: the model's ``EmailField(default="")``
+  has neither ``blank`` nor ``null``, so its serializer answers ``""`` with "This field may not
+  be blank" and ``null`` with "This field may not be null"; nothing copies a contact's email
+  onto an invoice either (changing the contact leaves it as it is).
 - Status is read-only: Draft -> Sent through ``/send/`` (which emails the customer only when
   the invoice has a customer email), Paid or Partially_Paid through ``/payments/`` (never above
-  the amount due), Cancelled through ``/cancel/`` (refused for a Paid invoice).
+  the amount due; a Draft takes payments too, and no payment sends an email), Cancelled through
+  ``/cancel/`` (refused for a Paid invoice). Payment reminders go only to Sent, Viewed,
+  Partially_Paid and Overdue invoices with a customer email and ``reminder_enabled``.
 - A task's creation answer carries no id; an account's detail lists its tasks with their custom
   fields, its contacts and its advisors.
 """

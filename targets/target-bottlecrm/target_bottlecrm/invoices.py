@@ -11,10 +11,17 @@ finishes the work instead of repeating it:
    Draft is created on the client's account (with a contact: an ERP-only client gets one),
    *without* the customer's email, its lines adding up exactly to the ERP's totals (one
    tax-included line per VAT rate, tax rate 0), the ERP's number, state and figures in custom
-   fields, and the deal when the ERP invoice comes from a sale the CRM knows.
+   fields, and the deal when the ERP invoice comes from a sale the CRM knows. A CRM draft an
+   ERP invoice was made from (linked, no ``erp_ref`` yet) becomes that invoice's mirror at its
+   first update: every ERP figure is written to it at once; it keeps its own lines.
 2. **custom fields and dates** that differ are written with one partial PUT.
 3. **send**: Draft -> Sent. With no customer email BottleCRM sends no email and schedules no
    reminder (reminders skip invoices without one; ours are also created with reminders off).
+   A CRM draft an advisor wrote that became this ERP invoice (the planner's
+   ``crm_invoices_to_erp``) may carry the customer's email, which BottleCRM's API will not
+   blank: it is never sent and stays a Draft carrying the ERP's figures, its reminders turned
+   off; payments still reach it (a Draft takes payments, becoming Partially_Paid or Paid
+   without any email).
 4. **payments** as the ERP records them, matched by reference (the ERP's move number): what is
    missing is added (never above the CRM's amount due), what the ERP no longer has is removed,
    so the CRM's status follows (Partially_Paid, Paid) and a rerun never pays twice.
@@ -249,6 +256,11 @@ class InvoicesSink(BatchSink):
             fields = set(ALL_FIELDS)
         else:
             row = self.crm.invoice(invoice.crm_id)
+            if not (row.get("custom_fields") or {}).get("erp_ref"):
+                # A draft the advisor wrote in the CRM, now an ERP invoice: it becomes that
+                # invoice's mirror, every ERP figure written at once.
+                done.append("now mirrors the ERP invoice made from it")
+                fields = set(ALL_FIELDS)
             frozen = sorted(FROZEN_FIELDS & fields)
             if frozen and row.get("status") != "Draft":
                 self.logger.info(
@@ -362,10 +374,13 @@ class InvoicesSink(BatchSink):
         status = row.get("status")
         if status == "Draft" and invoice.state not in {"draft", "cancelled"}:
             if row.get("client_email"):
-                # Sending would email the customer: the mirror stays a Draft for a person.
-                self.logger.warning(
-                    "Invoice %s: CRM invoice %s has a customer email, so Coulisse does not send "
-                    "it (BottleCRM would email the customer); send it from the CRM if wanted",
+                # An advisor's draft that became this ERP invoice: BottleCRM will not blank its
+                # customer email, and sending would email the customer a second invoice. It
+                # stays a Draft mirroring the ERP's figures; payments still reach it.
+                self.logger.info(
+                    "Invoice %s: CRM invoice %s has a customer email BottleCRM cannot blank, so "
+                    "it is not sent (that would email the customer); it stays a Draft carrying "
+                    "the ERP's number, state and amounts",
                     invoice.number,
                     invoice_id,
                 )
@@ -389,13 +404,19 @@ class InvoicesSink(BatchSink):
     def _differences(
         self, row: Mapping[str, Any], invoice: Invoice, fields: set[str]
     ) -> dict[str, Any]:
-        """A partial PUT body: the custom fields and dates of ``fields`` that differ."""
+        """A partial PUT body: the custom fields and dates of ``fields`` that differ, and
+        reminders off on a mirror that has a customer email."""
         custom = row.get("custom_fields") or {}
         wanted = mirror_custom_fields(
             invoice, sorted({*fields, "erp_id"} & {*MIRROR_HOMES, "erp_id"})
         )
         changed = {key: value for key, value in wanted.items() if not _same(custom.get(key), value)}
         body: dict[str, Any] = {"custom_fields": changed} if changed else {}
+        if row.get("client_email") and row.get("reminder_enabled"):
+            # A CRM draft that became an ERP invoice keeps its customer email (BottleCRM will
+            # not blank it): its reminders go off before a payment can make it Partially_Paid,
+            # a status BottleCRM sends reminders for. The ERP reminds the customer, not the CRM.
+            body["reminder_enabled"] = False
         for name, key in (("invoice_date", "issue_date"), ("due_date", "due_date")):
             value = getattr(invoice, name)
             if name in fields and value is not None and str(row.get(key)) != value.isoformat():

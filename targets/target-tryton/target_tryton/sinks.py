@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import BatchSink
 
-from coulisse.ledger import LedgerError
 from coulisse.tryton.references import crm_reference
-from coulisse.tryton.rpc import TrytonConcurrencyError, TrytonError, TrytonUserError
+from coulisse.tryton.rpc import TrytonConcurrencyError, TrytonUserError
+from target_tryton.bookkeeping import Bookkeeping, Tally
 from target_tryton.connector import (
     ADDRESS,
     ADDRESS_FIELDS,
@@ -41,9 +38,10 @@ from target_tryton.connector import (
     PartyWrite,
     stamp_key,
 )
+from target_tryton.operations import PlannedWrite, TrytonApplyError, describe
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from coulisse.ledger import Ledger
     from target_tryton.connector import Party, PartyConnector
@@ -53,10 +51,6 @@ if TYPE_CHECKING:
 UNSTORED_FIELDS = frozenset({"siret", "iban"})
 _SEPARATORS = re.compile(r"[\s.\-/()]")
 _COMPACT_FIELDS = frozenset({"vat", "siren", "siret", "iban", "phone"})
-
-
-class TrytonApplyError(Exception):
-    """The run cannot go on: the message names the clients, the cause and what to do."""
 
 
 def comparable(name: str, value: Any) -> Any:
@@ -87,73 +81,29 @@ def same(name: str, left: Any, right: Any) -> bool:
     return bool(comparable(name, left) == comparable(name, right))
 
 
-@dataclass(frozen=True, slots=True)
-class ClientOperation:
-    """One planned write from tap-ledger: the client as it should be, and what to check."""
+class ClientOperation(PlannedWrite):
+    """One planned client write: the client as it should be, and what to check."""
 
-    id: int
-    action: str
-    client: dict[str, Any]
-    changed_fields: tuple[str, ...]
-    expected: dict[str, Any] | None
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> ClientOperation:
-        """Read a ``clients`` record; one without an operation id is not a planned write."""
-        operation_id = record.get("operation_id")
-        if operation_id is None:
-            msg = (
-                f"client {record.get('name')!r} (CRM {record.get('crm_id')}) has no "
-                "operation_id: target-tryton applies the writes planned in the ledger, fed by "
-                "tap-ledger with side erp"
-            )
-            raise TrytonApplyError(msg)
-        client = {
-            key: value
-            for key, value in record.items()
-            if key not in {"operation_id", "operation", "changed_fields", "expected"}
-            and not key.startswith("_sdc_")
-        }
-        return cls(
-            id=int(operation_id),
-            action=str(record.get("operation") or "update"),
-            client=client,
-            changed_fields=tuple(record.get("changed_fields") or ()),
-            expected=dict(record["expected"]) if record.get("expected") is not None else None,
-        )
+    __slots__ = ()
+    noun = "client"
+    crm_noun = "CRM"
+    erp_noun = "party"
 
     @property
-    def crm_id(self) -> str | None:
-        """The client's id in the CRM."""
-        value = self.client.get("crm_id")
-        return str(value) if value else None
+    def client(self) -> dict[str, Any]:
+        """The client as the plan wants it in Tryton."""
+        return self.values
 
     @property
     def party_id(self) -> int | None:
         """The client's party id in Tryton (None for a create)."""
-        value = self.client.get("erp_id")
-        return int(value) if value not in {None, ""} else None
-
-    @property
-    def label(self) -> str:
-        """How messages name the client: ``client 'Dupont SARL' (CRM a1, operation 12)``."""
-        where = f"CRM {self.crm_id}, " if self.crm_id else ""
-        if self.party_id is not None:
-            where += f"party {self.party_id}, "
-        return f"client {self.client.get('name')!r} ({where}operation {self.id})"
+        return self.erp_id
 
     def wanted(self, name: str) -> Any:
         """The value ``name`` must have in Tryton after this write."""
         if self.action == "deactivate" and name == "active":
             return False
         return self.client.get(name)
-
-
-def describe(operations: Sequence[ClientOperation], limit: int = 3) -> str:
-    """Name a few clients of a batch: ``client 'A' (...), client 'B' (...) and 18 more``."""
-    shown = ", ".join(operation.label for operation in operations[:limit])
-    more = len(operations) - limit
-    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def group_writes(writes: Iterable[PartyWrite]) -> list[PartyWrite]:
@@ -171,15 +121,8 @@ def group_writes(writes: Iterable[PartyWrite]) -> list[PartyWrite]:
     return list(grouped.values())
 
 
-@dataclass(slots=True)
-class BatchOutcome:
-    """What a batch did, for the log line."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def __str__(self) -> str:
-        order = ("created", "found", "updated", "unchanged", "refused", "replan")
-        return ", ".join(f"{self.counts[kind]} {kind}" for kind in order if self.counts[kind])
+#: How a batch's log line orders what it did.
+OUTCOMES = ("created", "found", "updated", "unchanged", "refused", "replan")
 
 
 class ClientsSink(BatchSink):
@@ -218,24 +161,23 @@ class ClientsSink(BatchSink):
         operations = [ClientOperation.from_record(record) for record in records]
         if not operations:
             return
-        outcome = BatchOutcome()
+        books = Bookkeeping(self.ledger, self.logger, Tally(OUTCOMES), "clients")
         creates = [op for op in operations if op.action == "create"]
         writes = [op for op in operations if op.action in {"update", "deactivate"}]
         for operation in operations:
             if operation.action not in {"create", "update", "deactivate"}:
-                self._failed(
+                books.failed(
                     operation,
                     f"{operation.label}: a client takes no {operation.action!r} write in "
                     "Tryton; left for the planner to correct",
-                    outcome,
                 )
-        self._apply_creates(creates, outcome)
-        self._apply_writes(writes, outcome)
-        self.logger.info("clients applied to Tryton at %s: %s", self.connector.url, outcome)
+        self._apply_creates(creates, books)
+        self._apply_writes(writes, books)
+        self.logger.info("clients applied to Tryton at %s: %s", self.connector.url, books.tally)
 
     # -- creates -------------------------------------------------------------------------------
 
-    def _apply_creates(self, operations: list[ClientOperation], outcome: BatchOutcome) -> None:
+    def _apply_creates(self, operations: list[ClientOperation], books: Bookkeeping) -> None:
         if not operations:
             return
         for operation in operations:
@@ -245,7 +187,7 @@ class ClientsSink(BatchSink):
                     "the party against duplicates; fix the operation's source"
                 )
                 raise TrytonApplyError(msg)
-        with self._calling_tryton("looking up", operations):
+        with books.calling("looking up", operations):
             found = self.connector.find_by_reference(op.crm_id for op in operations if op.crm_id)
         done: list[tuple[ClientOperation, int]] = []
         missing: list[ClientOperation] = []
@@ -260,9 +202,9 @@ class ClientsSink(BatchSink):
                 operation.label,
                 party_id,
             )
-            outcome.counts["found"] += 1
+            books.tally.counts["found"] += 1
             done.append((operation, party_id))
-        with self._calling_tryton("looking up the countries of", missing):
+        with books.calling("looking up the countries of", missing):
             countries = self.connector.country_ids(
                 str(op.client["billing_country"])
                 for op in missing
@@ -272,12 +214,12 @@ class ClientsSink(BatchSink):
         for operation in missing:
             values = self._party_values(operation, countries)
             if isinstance(values, str):
-                self._refused(operation, values, outcome, field="billing_country")
+                books.refused(operation, values, field="billing_country")
             else:
                 ready.append((operation, values))
-        created = self._create(ready, outcome)
-        outcome.counts["created"] += len(created)
-        self._record_applied(done + created, outcome)
+        created = self._create(ready, books)
+        books.tally.counts["created"] += len(created)
+        self._record_applied(done + created, books)
 
     def _party_values(
         self, operation: ClientOperation, countries: Mapping[str, int]
@@ -317,19 +259,19 @@ class ClientsSink(BatchSink):
         return values
 
     def _create(
-        self, ready: list[tuple[ClientOperation, dict[str, Any]]], outcome: BatchOutcome
+        self, ready: list[tuple[ClientOperation, dict[str, Any]]], books: Bookkeeping
     ) -> list[tuple[ClientOperation, int]]:
         """Create in one call; if Tryton refuses it, one by one to find the refused parties."""
         if not ready:
             return []
         operations = [operation for operation, _values in ready]
         try:
-            with self._calling_tryton("creating", operations, passing=(TrytonUserError,)):
+            with books.calling("creating", operations, passing=(TrytonUserError,)):
                 ids = self.connector.create([values for _operation, values in ready])
             return list(zip(operations, ids, strict=True))
         except TrytonUserError as exc:
             if len(ready) == 1:
-                self._refused(ready[0][0], f"Tryton refused {ready[0][0].label}: {exc}", outcome)
+                books.refused(ready[0][0], f"Tryton refused {ready[0][0].label}: {exc}")
                 return []
             self.logger.info(
                 "Tryton refused a batch of %d new clients (%s): creating them one by one",
@@ -339,29 +281,28 @@ class ClientsSink(BatchSink):
         created: list[tuple[ClientOperation, int]] = []
         for operation, values in ready:
             try:
-                with self._calling_tryton("creating", [operation], passing=(TrytonUserError,)):
+                with books.calling("creating", [operation], passing=(TrytonUserError,)):
                     (party_id,) = self.connector.create([values])
             except TrytonUserError as exc:
-                self._refused(operation, f"Tryton refused {operation.label}: {exc}", outcome)
+                books.refused(operation, f"Tryton refused {operation.label}: {exc}")
                 continue
             created.append((operation, party_id))
         return created
 
     # -- updates and deactivations -----------------------------------------------------------
 
-    def _apply_writes(self, operations: list[ClientOperation], outcome: BatchOutcome) -> None:
+    def _apply_writes(self, operations: list[ClientOperation], books: Bookkeeping) -> None:
         if not operations:
             return
         known = [op for op in operations if op.party_id is not None]
         for operation in operations:
             if operation.party_id is None:
-                self._failed(
+                books.failed(
                     operation,
                     f"{operation.label}: no Tryton party id to write to; the planner will "
                     "plan it again once the party is linked",
-                    outcome,
                 )
-        with self._calling_tryton("reading", known):
+        with books.calling("reading", known):
             parties = self.connector.read(op.party_id for op in known if op.party_id)
             countries = self.connector.country_ids(
                 str(op.wanted("billing_country"))
@@ -373,31 +314,30 @@ class ClientsSink(BatchSink):
         for operation in known:
             party = parties.get(operation.party_id or 0)
             if party is None:
-                self._failed(
+                books.failed(
                     operation,
                     f"{operation.label}: party {operation.party_id} is no longer in Tryton at "
                     f"{self.connector.url}; not written, planned again once the ERP is "
                     "observed",
-                    outcome,
                 )
                 continue
             stale = self._stale_fields(operation, party)
             if stale:
-                self._failed(operation, stale, outcome)
+                books.failed(operation, stale)
                 continue
             write = self._party_write(operation, party, countries)
             if isinstance(write, str):
-                self._refused(operation, write, outcome, field="billing_country")
+                books.refused(operation, write, field="billing_country")
             elif write is None:
                 unchanged.append((operation, party.id))
             else:
                 planned.append((operation, write))
-        written = self._write(planned, outcome)
-        outcome.counts["updated"] += len(written)
-        outcome.counts["unchanged"] += len(unchanged)
+        written = self._write(planned, books)
+        books.tally.counts["updated"] += len(written)
+        books.tally.counts["unchanged"] += len(unchanged)
         self._record_applied(
             [(operation, write.party_ids[0]) for operation, write in written] + unchanged,
-            outcome,
+            books,
         )
 
     def _stale_fields(self, operation: ClientOperation, party: Party) -> str | None:
@@ -525,7 +465,7 @@ class ClientsSink(BatchSink):
         return actions
 
     def _write(
-        self, planned: list[tuple[ClientOperation, PartyWrite]], outcome: BatchOutcome
+        self, planned: list[tuple[ClientOperation, PartyWrite]], books: Bookkeeping
     ) -> list[tuple[ClientOperation, PartyWrite]]:
         """Write in one call; if Tryton objects, one client at a time to find which one."""
         if not planned:
@@ -533,7 +473,7 @@ class ClientsSink(BatchSink):
         operations = [operation for operation, _write in planned]
         passing = (TrytonUserError, TrytonConcurrencyError)
         try:
-            with self._calling_tryton("writing", operations, passing=passing):
+            with books.calling("writing", operations, passing=passing):
                 self.connector.write(group_writes(write for _operation, write in planned))
             return planned
         except (TrytonUserError, TrytonConcurrencyError) as exc:
@@ -545,71 +485,40 @@ class ClientsSink(BatchSink):
         written: list[tuple[ClientOperation, PartyWrite]] = []
         for operation, write in planned:
             try:
-                with self._calling_tryton("writing", [operation], passing=passing):
+                with books.calling("writing", [operation], passing=passing):
                     self.connector.write([write])
             except TrytonConcurrencyError:
-                self._failed(
+                books.failed(
                     operation,
                     f"{operation.label}: changed in Tryton while it was being written "
                     "(timestamp check); not written, it will be planned again",
-                    outcome,
                 )
                 continue
             except TrytonUserError as exc:
-                self._refused(operation, f"Tryton refused {operation.label}: {exc}", outcome)
+                books.refused(operation, f"Tryton refused {operation.label}: {exc}")
                 continue
             written.append((operation, write))
         return written
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _record_applied(
-        self, done: list[tuple[ClientOperation, int]], outcome: BatchOutcome
-    ) -> None:
+    def _record_applied(self, done: list[tuple[ClientOperation, int]], books: Bookkeeping) -> None:
         """Read back what Tryton stored (one call) and record it as each client's echo."""
         if not done:
             return
-        with self._calling_tryton("reading back", [operation for operation, _id in done]):
+        with books.calling("reading back", [operation for operation, _id in done]):
             parties = self.connector.read(party_id for _operation, party_id in done)
         for operation, party_id in done:
             party = parties.get(party_id)
             stored = party.as_client() if party is not None else {}
             fields = operation.changed_fields or tuple(stored)
-            try:
-                recorded = self.ledger.record_applied(
-                    operation.id,
-                    system_id=str(party_id),
-                    stored={name: stored.get(name) for name in fields},
-                )
-            except LedgerError as exc:
-                msg = (
-                    f"{operation.label} was written to Tryton as party {party_id}, but the "
-                    f"ledger refused to record it: {exc}. Two parties may stand for this "
-                    f"client: compare party {party_id} with the ledger's link before the next "
-                    "run."
-                )
-                raise TrytonApplyError(msg) from exc
-            if not recorded:
-                self.logger.info("%s was already recorded by another run", operation.label)
-
-    def _refused(
-        self,
-        operation: ClientOperation,
-        message: str,
-        outcome: BatchOutcome,
-        *,
-        field: str | None = None,
-    ) -> None:
-        """Tryton will not hold this client as it is: quarantine it with the reason."""
-        self.logger.warning("%s", message)
-        outcome.counts["refused"] += 1
-        self.ledger.record_refused(operation.id, message=message, field=field)
-
-    def _failed(self, operation: ClientOperation, message: str, outcome: BatchOutcome) -> None:
-        """Not written this time, for a reason that passes: planned and tried again."""
-        self.logger.warning("%s", message)
-        outcome.counts["replan"] += 1
-        self.ledger.record_failed(operation.id, message=message)
+            books.applied(
+                operation,
+                party_id,
+                {name: stored.get(name) for name in fields},
+                row="party",
+                compare=f"Two parties may stand for this client: compare party {party_id}",
+            )
 
     def _unknown_country(self, operation: ClientOperation, code: str) -> str:
         return (
@@ -626,59 +535,10 @@ class ClientsSink(BatchSink):
                     name,
                 )
 
-    @contextmanager
-    def _calling_tryton(
-        self,
-        doing: str,
-        operations: Sequence[ClientOperation],
-        *,
-        passing: tuple[type[TrytonError], ...] = (),
-    ) -> Iterator[None]:
-        """Turn a Tryton failure that stops the run into a message naming the clients.
-
-        Errors in ``passing`` are the caller's to handle (a refusal, a timestamp mismatch).
-        """
-        try:
-            yield
-        except TrytonError as exc:
-            if isinstance(exc, passing):
-                raise
-            msg = (
-                f"target-tryton stopped while {doing} {describe(operations)}: {exc} "
-                "These clients' writes stay pending in the ledger and are retried on the "
-                "next run."
-            )
-            raise TrytonApplyError(msg) from exc
-
-
-def operations_in(records: Iterable[Mapping[str, Any]]) -> Iterator[int]:
-    """The operation ids of ``records`` (for messages about writes left pending)."""
-    for record in records:
-        if record.get("operation_id") is not None:
-            yield int(record["operation_id"])
-
-
-class LeftPendingSink(BatchSink):
-    """A canonical stream target-tryton does not write yet: its writes stay in the ledger."""
-
-    def process_batch(self, context: dict[str, Any]) -> None:
-        """Say which writes were left pending, so that nobody takes them for applied."""
-        ids = sorted(operations_in(context.get("records", [])))
-        if ids:
-            shown = ", ".join(str(i) for i in ids[:20]) + (" ..." if len(ids) > 20 else "")
-            self.logger.warning(
-                "target-tryton does not write %s yet: %d operations stay pending in the "
-                "ledger (%s)",
-                self.stream_name,
-                len(ids),
-                shown,
-            )
-
 
 __all__ = [
     "ClientOperation",
     "ClientsSink",
-    "LeftPendingSink",
     "TrytonApplyError",
     "comparable",
     "describe",

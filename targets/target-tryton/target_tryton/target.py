@@ -16,8 +16,10 @@ from coulisse.ledger import Ledger
 from coulisse.model import STREAMS
 from coulisse.tryton.rpc import TrytonClient
 from target_tryton.connector import PartyConnector
+from target_tryton.invoices import InvoicesSink
 from target_tryton.orders import OrdersSink
-from target_tryton.sinks import ClientsSink, LeftPendingSink
+from target_tryton.pending import LeftPendingSink
+from target_tryton.sinks import ClientsSink
 
 if TYPE_CHECKING:
     from singer_sdk.sinks import Sink
@@ -28,10 +30,11 @@ class UnknownStreamError(ValueError):
 
 
 class TargetTryton(Target):
-    """Applies the writes planned for the ERP to Tryton parties and records each outcome.
+    """Applies the writes planned for the ERP to Tryton and records each outcome.
 
-    Only ``clients`` are written today; writes of the other canonical streams stay pending
-    in the ledger (and the log says which).
+    ``clients`` become parties, ``orders`` sales and ``invoices`` customer drafts; writes of
+    the other canonical streams (``products``: the catalogue is the ERP's) stay pending in the
+    ledger, and the log says which.
     """
 
     name = "target-tryton"
@@ -65,8 +68,9 @@ class TargetTryton(Target):
             required=True,
             title="Integration user",
             description=(
-                "Login of Tryton's integration user (party access is enough for clients); "
-                "its session is renewed when it expires."
+                "Login of Tryton's integration user (party access for clients, sales for "
+                "orders, customer invoices for invoices); its session is renewed when it "
+                "expires."
             ),
         ),
         th.Property(
@@ -91,11 +95,11 @@ class TargetTryton(Target):
             "batch_size",
             th.IntegerType,
             default=100,
-            title="Clients per batch",
+            title="Records per batch",
             description=(
-                "Clients applied together: each batch costs a handful of Tryton calls "
-                "(one create, one write, a few reads) whatever its size, and one refused "
-                "client makes Tryton refuse its whole call (then retried one by one)."
+                "Clients, orders or invoices applied together: each batch costs a handful of "
+                "Tryton calls (one create, one write, a few reads) whatever its size, and one "
+                "refused record makes Tryton refuse its whole call (then retried one by one)."
             ),
         ),
         th.Property(
@@ -165,11 +169,14 @@ class TargetTryton(Target):
         self._connector = connector
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
-        """Clients are written; other canonical streams are left pending; others refused."""
+        """Clients, orders and invoices are written; other canonical streams are left pending;
+        other streams are refused."""
         if stream_name == "clients":
             return ClientsSink
         if stream_name == "orders":
             return OrdersSink
+        if stream_name == "invoices":
+            return InvoicesSink
         if stream_name in STREAMS:
             return LeftPendingSink
         msg = (
